@@ -1,0 +1,276 @@
+"""CLI commands of the CypherTalk flow: keygen, shake, encode, tune (the cloud's part), recover, evaluate."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import typer
+
+from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, stderr
+from objectives.data import DataError, label_ids, read_labelled_text
+from objectives.encoded import EncodedData, encode_token_ids, load_encoded, save_encoded
+from objectives.evaluation import evaluate_accuracy, label_indices
+from objectives.models import (
+    DEFAULT_MODEL,
+    load_as_saved,
+    load_classifier,
+    load_tokenizer,
+)
+from objectives.tokens import DEFAULT_MAX_LENGTH, tokenize
+from objectives.tuning import TUNING_MODES, TuningBudget, fine_tune
+from operators.atomic import directory_atomic
+from operators.errors import KeyMismatchError, SettingsError, ShaketuneError
+from operators.implant import shake_model
+from operators.key import generate_key, marker
+from operators.keyfile import load_key, save_key
+from operators.recovery import recover_model
+from operators.settings import PRESETS, ShakeSettings, preset
+
+ModelOption = typer.Option(
+    DEFAULT_MODEL, "--model", "-m", help="Local model directory or hub name (default: bundled MiniLM)."
+)
+KeyOption = typer.Option(..., "--key", "-k", help="Key file written by 'shaketune keygen'.")
+TextColumn = typer.Option("sentence", "--text-column", help="Column holding the text.")
+LabelColumn = typer.Option("label", "--label-column", help="Column holding the label.")
+MaxLength = typer.Option(DEFAULT_MAX_LENGTH, "--max-length", min=2, help="Tokens per example.")
+
+
+def keygen(
+    out: Path = typer.Option(..., "--out", "-o", help="Key file to create (never overwritten)."),
+    model: str = ModelOption,
+    settings: Path | None = typer.Option(None, "--settings", "-s", help="Settings JSON file."),
+    preset_name: str | None = typer.Option(
+        None, "--preset", help=f"Named settings instead of a file: {', '.join(PRESETS)}."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Generate a secret key for MODEL from settings (a file or a preset); written with mode 0600."""
+    if (settings is None) == (preset_name is None):
+        raise SettingsError("give exactly one of --settings FILE or --preset NAME")
+    chosen = ShakeSettings.load(settings) if settings else preset(preset_name)
+    tokenizer = load_tokenizer(model)
+    loaded = load_as_saved(model)
+    if marker(loaded) is not None:
+        raise KeyMismatchError("keys are made for a plaintext pretrained model, not a shaken one")
+    key = generate_key(chosen, loaded, tokenizer, model)
+    save_key(key, out)
+    summary = key.public_summary()
+    emit(
+        {"key": str(out), **summary, "moved_ids": key.permutation.moved},
+        as_json,
+        [
+            f"wrote key {out} (fingerprint {key.fingerprint}, mode 0600)",
+            f"settings: {chosen.describe()}",
+            f"permutation moves {key.permutation.moved} of {key.model.vocab_size} ids",
+            "keep this file secret and backed up: without it the tuned model cannot be recovered",
+        ],
+    )
+
+
+def shake(
+    key_path: Path = KeyOption,
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for the shaken model (new or empty)."),
+    model: str = ModelOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Write the shaken model (save_pretrained format): what would be uploaded to the cloud."""
+    key = load_key(key_path)
+    tokenizer = load_tokenizer(model)
+    key.check_tokenizer(tokenizer)
+    loaded = load_as_saved(model)
+    started = time.perf_counter()
+    shake_model(loaded, key)
+    seconds = time.perf_counter() - started
+    with directory_atomic(out) as tmp:
+        loaded.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    emit(
+        {"out": str(out), "key_fingerprint": key.fingerprint, "implant_seconds": round(seconds, 4)},
+        as_json,
+        [f"wrote shaken model to {out} (key {key.fingerprint}, implanted in {seconds:.2f} s)"],
+    )
+
+
+def encode(
+    key_path: Path = KeyOption,
+    data: Path = typer.Option(..., "--data", "-d", help="csv/tsv/json/jsonl/parquet with text and labels."),
+    out: Path = typer.Option(..., "--out", "-o", help="JSON-lines file of shaken ids and labels."),
+    model: str = ModelOption,
+    text_column: str = TextColumn,
+    label_column: str = LabelColumn,
+    max_length: int = MaxLength,
+    as_json: bool = JsonOption,
+) -> None:
+    """Tokenise DATA and map its token ids with the key: the training data that would be uploaded."""
+    key = load_key(key_path)
+    tokenizer = load_tokenizer(model)
+    key.check_tokenizer(tokenizer)
+    table = read_labelled_text(data, text_column, label_column)
+    token_ids = tokenize(tokenizer, table.texts, max_length)
+    encoded = EncodedData(encode_token_ids(key, token_ids), table.labels)
+    save_encoded(out, encoded)
+    tokens = sum(len(seq) for seq in token_ids)
+    emit(
+        {"out": str(out), "examples": len(encoded), "tokens": tokens, "key_fingerprint": key.fingerprint},
+        as_json,
+        [f"wrote {len(encoded)} encoded examples ({tokens} tokens) to {out}"],
+    )
+
+
+def recover(
+    model: Path = typer.Option(..., "--model", "-m", help="The tuned shaken model directory."),
+    key_path: Path = KeyOption,
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for the recovered model (new or empty)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Turn a tuned shaken model into one that reads plaintext token ids."""
+    key = load_key(key_path)
+    loaded = load_as_saved(str(model))
+    warnings = recover_model(loaded, key)
+    for warning in warnings:
+        stderr.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    tokenizer = _tokenizer_for(str(model))
+    if tokenizer is not None:
+        key.check_tokenizer(tokenizer)
+    with directory_atomic(out) as tmp:
+        loaded.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    emit(
+        {"out": str(out), "key_fingerprint": key.fingerprint, "warnings": warnings},
+        as_json,
+        [f"wrote recovered model to {out} (key {key.fingerprint})"],
+    )
+
+
+def _tokenizer_for(model_dir: str) -> Any | None:
+    """The tokenizer saved beside a model, if any."""
+    try:
+        return load_tokenizer(model_dir)
+    except ShaketuneError:
+        return None
+
+
+def evaluate(
+    model: str = typer.Option(..., "--model", "-m", help="Fine-tuned classifier directory."),
+    data: Path = typer.Option(..., "--data", "-d", help="Labelled text file."),
+    key_path: Path | None = typer.Option(
+        None, "--key", "-k", help="Run private inference: encode with this key, run the shaken model."
+    ),
+    tokenizer_name: str | None = typer.Option(
+        None, "--tokenizer", help="Tokenizer if the model directory has none (default: bundled MiniLM)."
+    ),
+    text_column: str = TextColumn,
+    label_column: str = LabelColumn,
+    max_length: int = MaxLength,
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    as_json: bool = JsonOption,
+) -> None:
+    """Accuracy of a fine-tuned classifier on labelled DATA (private inference with --key)."""
+    key = load_key(key_path) if key_path else None
+    classifier, head_trained = load_classifier(model)
+    if not head_trained:
+        raise ShaketuneError(f"{model} has no trained classification head; fine-tune it first")
+    state = marker(classifier)
+    if key is None and state is not None and state.get("state") == "shaken":
+        raise KeyMismatchError(f"{model} is a shaken model; pass --key for private inference")
+    if key is not None:
+        for warning in key.check_shaken(classifier):
+            stderr.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    tokenizer = _tokenizer_for(model)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(tokenizer_name or DEFAULT_MODEL)
+    if key is not None:
+        key.check_tokenizer(tokenizer)
+    table = read_labelled_text(data, text_column, label_column)
+    labels = label_indices(table.labels, classifier.config)
+    token_ids = tokenize(tokenizer, table.texts, max_length)
+    if max(max(seq) for seq in token_ids) >= classifier.get_input_embeddings().weight.shape[0]:
+        raise DataError("the tokenizer produces ids beyond the model's vocabulary; wrong --tokenizer?")
+    with progress_bar() as bar:
+        task = bar.add_task("evaluating", total=len(token_ids))
+        result = evaluate_accuracy(
+            classifier,
+            token_ids,
+            labels,
+            pad_id=_pad_id(classifier),
+            key=key,
+            batch_size=batch_size,
+            advance=lambda n: bar.advance(task, n),
+        )
+    emit(
+        {
+            "accuracy": result.accuracy,
+            "correct": result.correct,
+            "examples": result.examples,
+            "private_inference": key is not None,
+        },
+        as_json,
+        [f"accuracy {result.accuracy:.4f} ({result.correct}/{result.examples})"],
+    )
+
+
+def tune(
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Model directory to fine-tune (e.g. the shaken one)."
+    ),
+    data: Path = typer.Option(..., "--data", "-d", help="Encoded JSON-lines file from 'shaketune encode'."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for the tuned model (new or empty)."),
+    steps: int = typer.Option(150, "--steps", min=0, help="Optimiser steps."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    learning_rate: float = typer.Option(5e-5, "--learning-rate", min=0.0),
+    mode: str = typer.Option("full", "--mode", help=f"Which parameters train: {', '.join(TUNING_MODES)}."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the new head, dropout and batch order."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Fine-tune a classifier on encoded data: the cloud's part, to check settings end to end."""
+    try:
+        budget = TuningBudget(steps, batch_size, learning_rate, mode)
+    except ValueError as exc:
+        raise ShaketuneError(str(exc)) from None
+    upload = load_encoded(data)
+    targets, names = label_ids(upload.labels)
+    extra = {"id2label": names, "label2id": {v: k for k, v in names.items()}} if names else {}
+    torch.manual_seed(seed)
+    classifier, _ = load_classifier(model, num_labels=max(targets) + 1, **extra)
+    tokenizer = _tokenizer_for(model)
+    with progress_bar() as bar:
+        task = bar.add_task("tuning", total=budget.steps)
+        run = fine_tune(
+            classifier,
+            upload.input_ids,
+            targets,
+            budget,
+            pad_id=_pad_id(classifier),
+            seed=seed,
+            advance=lambda n: bar.advance(task, n),
+        )
+    with directory_atomic(out) as tmp:
+        classifier.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    emit(
+        {
+            "out": str(out),
+            "steps": run.steps,
+            "examples": run.examples,
+            "tokens": run.tokens,
+            "final_loss": run.final_loss,
+            "seconds": round(run.seconds, 3),
+        },
+        as_json,
+        [f"tuned {run.steps} steps ({run.tokens} tokens, final loss {run.final_loss:.4f}) -> {out}"],
+    )
+
+
+def _pad_id(model: Any) -> int:
+    pad = getattr(model.config, "pad_token_id", None)
+    return int(pad) if pad is not None else 0
+
+
+def register(app: typer.Typer) -> None:
+    for command in (keygen, shake, encode, tune, recover, evaluate):
+        app.command(command.__name__)(handle_errors(command))

@@ -1,0 +1,68 @@
+"""Accuracy of a sequence classifier, in plaintext or by private inference with a key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from objectives.data import DataError
+from objectives.tokens import length_sorted_batches, pad_batch
+from operators.inference import private_logits
+from operators.key import ShakeKey
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Share of examples whose predicted label is the true one."""
+
+    accuracy: float
+    correct: int
+    examples: int
+
+
+def label_indices(labels: Sequence[Any], config: Any) -> list[int]:
+    """Map data labels (ints or strings) onto the model's label ids, or explain why they do not fit."""
+    num_labels = int(config.num_labels)
+    if all(isinstance(label, int) for label in labels):
+        bad = sorted({label for label in labels if not 0 <= label < num_labels})
+        if bad:
+            raise DataError(f"labels {bad[:5]} are outside the model's {num_labels} classes")
+        return list(labels)
+    label2id = {str(name): int(index) for name, index in (config.label2id or {}).items()}
+    unknown = sorted({str(label) for label in labels} - set(label2id))
+    if unknown:
+        raise DataError(
+            f"labels {unknown[:5]} are not among the model's labels ({', '.join(sorted(label2id))})"
+        )
+    return [label2id[str(label)] for label in labels]
+
+
+@torch.no_grad()
+def evaluate_accuracy(
+    model: nn.Module,
+    token_ids: Sequence[Sequence[int]],
+    labels: Sequence[int],
+    pad_id: int,
+    key: ShakeKey | None = None,
+    batch_size: int = 64,
+    advance: Callable[[int], None] | None = None,
+) -> Accuracy:
+    """Accuracy of ``model`` on tokenised examples; with ``key``, by private inference."""
+    model.eval()
+    correct = 0
+    for batch in length_sorted_batches([len(s) for s in token_ids], batch_size):
+        ids, mask = pad_batch([token_ids[i] for i in batch], pad_id)
+        if key is None:
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        else:
+            logits = private_logits(model, key, ids, attention_mask=mask)
+        truth = torch.as_tensor([labels[i] for i in batch])
+        correct += int((logits.argmax(dim=-1) == truth).sum())
+        if advance:
+            advance(len(batch))
+    examples = len(token_ids)
+    return Accuracy(correct / examples if examples else 0.0, correct, examples)

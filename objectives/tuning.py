@@ -1,0 +1,109 @@
+"""Fine-tuning a sequence classifier on token ids: what the cloud does with the shaken upload.
+
+The same function tunes a plaintext model (the reference) and a shaken model on shaken ids (private
+tuning): the cloud cannot tell the difference, and neither can this code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from objectives.tokens import pad_batch
+
+TUNING_MODES = ("full", "embeddings+head")
+
+
+@dataclass(frozen=True)
+class TuningBudget:
+    """How much private tuning a trial may spend: more steps heal more noise and cost more."""
+
+    steps: int = 150
+    batch_size: int = 16
+    learning_rate: float = 5e-5
+    mode: str = "full"
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if self.mode not in TUNING_MODES:
+            raise ValueError(f"mode must be one of {', '.join(TUNING_MODES)}, got {self.mode!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TuningRun:
+    """What a tuning run did: steps taken, examples and tokens processed, the loss at the end."""
+
+    steps: int
+    examples: int
+    tokens: int
+    final_loss: float
+    seconds: float
+
+
+def _trainable(model: nn.Module, mode: str) -> list[nn.Parameter]:
+    if mode == "full":
+        chosen = list(model.parameters())
+    else:
+        embedding = model.get_input_embeddings().weight
+        head = [
+            p
+            for name, p in model.named_parameters()
+            if name.startswith(("classifier", "score", "pre_classifier"))
+        ]
+        chosen = [embedding, *head]
+    keep = {id(p) for p in chosen}
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in keep)
+    return chosen
+
+
+def fine_tune(
+    model: nn.Module,
+    token_ids: Sequence[Sequence[int]],
+    labels: Sequence[int],
+    budget: TuningBudget,
+    pad_id: int,
+    seed: int = 0,
+    advance: Callable[[int], None] | None = None,
+) -> TuningRun:
+    """Train ``model`` in place for ``budget.steps`` batches drawn with a seeded generator."""
+    if len(token_ids) == 0:
+        raise ValueError("no training examples")
+    torch.manual_seed(seed)  # dropout
+    order = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.AdamW(_trainable(model, budget.mode), lr=budget.learning_rate)
+    model.train()
+    started, tokens, loss_value, batch = time.perf_counter(), 0, float("nan"), []
+    for _ in range(budget.steps):
+        while len(batch) < budget.batch_size:
+            batch += torch.randperm(len(token_ids), generator=order).tolist()
+        rows, batch = batch[: budget.batch_size], batch[budget.batch_size :]
+        ids, mask = pad_batch([token_ids[i] for i in rows], pad_id)
+        target = torch.as_tensor([labels[i] for i in rows])
+        loss = model(input_ids=ids, attention_mask=mask, labels=target).loss
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+        tokens += int(mask.sum())
+        loss_value = float(loss.detach())
+        if advance:
+            advance(1)
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return TuningRun(
+        budget.steps, budget.steps * budget.batch_size, tokens, loss_value, time.perf_counter() - started
+    )

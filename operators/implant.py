@@ -1,0 +1,96 @@
+"""Key implantation: shake a model's vocabulary tensors in place, E'[pi(i)] = V(E[i]).
+
+Works on any Hugging Face model with an input embedding. Tied output layers follow automatically; an
+untied output embedding gets the same permutation and its own vertical noise; vocabulary-sized biases
+are permuted. Any other vocabulary-sized tensor is refused rather than left inconsistent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from operators.errors import UnsupportedModelError
+from operators.horizontal import Permutation
+from operators.identity import input_embedding
+from operators.key import ShakeKey, set_marker
+from operators.vertical import embedding_scale
+
+
+@dataclass
+class VocabularyTensors:
+    """Every tensor of a model indexed by vocabulary id."""
+
+    input_weight: torch.Tensor
+    output_weight: torch.Tensor | None = None  # only when not tied to the input embedding
+    row_biases: list[torch.Tensor] = field(default_factory=list)  # vocabulary on the last dim
+
+
+def vocabulary_tensors(model: nn.Module) -> VocabularyTensors:
+    """Find the vocabulary tensors; refuse models with vocabulary-sized tensors we do not know."""
+    weight = input_embedding(model)
+    vocab_size = weight.shape[0]
+    found = VocabularyTensors(weight)
+    getter = getattr(model, "get_output_embeddings", None)
+    output = getter() if getter else None
+    if output is not None:
+        out_weight = getattr(output, "weight", None)
+        if out_weight is not None and out_weight is not weight:
+            if tuple(out_weight.shape) != tuple(weight.shape):
+                raise UnsupportedModelError(
+                    f"output embedding shape {tuple(out_weight.shape)} differs from the input "
+                    f"embedding {tuple(weight.shape)}"
+                )
+            found.output_weight = out_weight
+        bias = getattr(output, "bias", None)
+        if bias is not None:
+            found.row_biases.append(bias)
+    for name, buffer in model.named_buffers():
+        if name.endswith("final_logits_bias") and buffer.shape[-1] == vocab_size:
+            found.row_biases.append(buffer)
+    known = {id(weight), id(found.output_weight), *(id(b) for b in found.row_biases)}
+    unknown = [
+        name
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]
+        if id(tensor) not in known and tensor.dim() > 0 and vocab_size in (tensor.shape[0], tensor.shape[-1])
+    ]
+    if unknown:
+        raise UnsupportedModelError(
+            "model has vocabulary-sized tensors shaketune does not know how to permute: "
+            + ", ".join(unknown[:5])
+        )
+    return found
+
+
+def _remap_rows(tensors: VocabularyTensors, rows: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Apply a row reordering to every vocabulary tensor (biases along their last dimension)."""
+    with torch.no_grad():
+        for matrix in (tensors.input_weight, tensors.output_weight):
+            if matrix is not None:
+                matrix.copy_(rows(matrix))
+        for bias in tensors.row_biases:
+            moved = rows(bias.reshape(-1, bias.shape[-1]).T).T
+            bias.copy_(moved.reshape(bias.shape))
+
+
+def shake_model(model: nn.Module, key: ShakeKey) -> nn.Module:
+    """Implant ``key`` into the plaintext ``model`` in place (and return it)."""
+    key.check_pretrained(model)
+    tensors = vocabulary_tensors(model)
+    with torch.no_grad():
+        for matrix, label in ((tensors.input_weight, "input"), (tensors.output_weight, "output")):
+            if matrix is not None:
+                chain = key.vertical_chain(embedding_scale(matrix))
+                matrix.copy_(chain.apply(matrix, noise_label=label))
+    _remap_rows(tensors, key.permutation.rows_to_shaken)
+    set_marker(model, "shaken", key)
+    return model
+
+
+def unpermute_model(model: nn.Module, permutation: Permutation) -> nn.Module:
+    """Move every vocabulary row pi(i) back to row i, in place."""
+    _remap_rows(vocabulary_tensors(model), permutation.rows_to_plain)
+    return model

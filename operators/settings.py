@@ -1,0 +1,176 @@
+"""Shaking settings: the typed, validated object the search fills and key generation consumes.
+
+A settings file is JSON::
+
+    {"coverage": 1.0,
+     "vertical": [{"op": "tilt", "intensity": 1.0, "dimension": 0.5},
+                  {"op": "gaussian", "intensity": 0.5, "dimension": 1.0}]}
+
+``coverage`` is the share of the (non-special) vocabulary the secret permutation moves: the horizontal
+part of the horizontal/vertical mix. ``vertical`` is the operator chain, applied in order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from operators.errors import SettingsError
+from operators.vertical import OPERATORS
+
+SETTINGS_VERSION = 1
+MAX_CHAIN_LENGTH = 8
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SettingsError(f"{what} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise SettingsError(f"{what} must be finite, got {value}")
+    return float(value)
+
+
+def _reject_unknown(data: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise SettingsError(f"unknown field(s) in {where}: {', '.join(unknown)}")
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """One vertical operator: which, how strong (relative to embedding scale), on what share of dims."""
+
+    op: str
+    intensity: float
+    dimension: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.op not in OPERATORS:
+            raise SettingsError(f"unknown vertical operator {self.op!r}; choose from {', '.join(OPERATORS)}")
+        intensity = _number(self.intensity, f"{self.op} intensity")
+        limit = OPERATORS[self.op].max_intensity
+        if not 0.0 <= intensity <= limit:
+            raise SettingsError(f"{self.op} intensity must be in [0, {limit}], got {intensity}")
+        dimension = _number(self.dimension, f"{self.op} dimension")
+        if not 0.0 < dimension <= 1.0:
+            raise SettingsError(
+                f"{self.op} dimension is the share of embedding dimensions touched and must be in "
+                f"(0, 1], got {dimension}"
+            )
+        object.__setattr__(self, "intensity", intensity)
+        object.__setattr__(self, "dimension", dimension)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, "intensity": self.intensity, "dimension": self.dimension}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "operator") -> OperatorSettings:
+        if not isinstance(data, dict):
+            raise SettingsError(f"{where} must be an object with op, intensity, dimension")
+        _reject_unknown(data, {"op", "intensity", "dimension"}, where)
+        if "op" not in data or "intensity" not in data:
+            raise SettingsError(f"{where} needs at least 'op' and 'intensity'")
+        if not isinstance(data["op"], str):
+            raise SettingsError(f"{where} op must be a string")
+        return cls(data["op"], data["intensity"], data.get("dimension", 1.0))
+
+
+@dataclass(frozen=True)
+class ShakeSettings:
+    """Horizontal coverage plus the vertical chain; everything a key is generated from."""
+
+    coverage: float = 1.0
+    vertical: tuple[OperatorSettings, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        coverage = _number(self.coverage, "coverage")
+        if not 0.0 <= coverage <= 1.0:
+            raise SettingsError(f"coverage must be in [0, 1], got {coverage}")
+        vertical = tuple(self.vertical)
+        if len(vertical) > MAX_CHAIN_LENGTH:
+            raise SettingsError(f"at most {MAX_CHAIN_LENGTH} vertical operators, got {len(vertical)}")
+        if not all(isinstance(op, OperatorSettings) for op in vertical):
+            raise SettingsError("vertical must hold OperatorSettings")
+        object.__setattr__(self, "coverage", coverage)
+        object.__setattr__(self, "vertical", vertical)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": SETTINGS_VERSION,
+            "coverage": self.coverage,
+            "vertical": [op.to_dict() for op in self.vertical],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ShakeSettings:
+        if not isinstance(data, dict):
+            raise SettingsError("settings must be a JSON object")
+        _reject_unknown(data, {"version", "coverage", "vertical"}, "settings")
+        version = data.get("version", SETTINGS_VERSION)
+        if version != SETTINGS_VERSION:
+            raise SettingsError(
+                f"settings version {version!r} is not supported (this shaketune reads "
+                f"version {SETTINGS_VERSION})"
+            )
+        vertical = data.get("vertical", [])
+        if not isinstance(vertical, list):
+            raise SettingsError("vertical must be a list of operators")
+        ops = tuple(OperatorSettings.from_dict(item, f"vertical[{i}]") for i, item in enumerate(vertical))
+        return cls(data.get("coverage", 1.0), ops)
+
+    @classmethod
+    def from_json(cls, text: str) -> ShakeSettings:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(
+                f"settings are not valid JSON (line {exc.lineno}, column {exc.colno})"
+            ) from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ShakeSettings:
+        """Read and validate a settings file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SettingsError(f"settings file not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"cannot read settings file {path}: {exc.__class__.__name__}") from None
+        try:
+            return cls.from_json(text)
+        except SettingsError as exc:
+            raise SettingsError(f"{path}: {exc}") from None
+
+    def describe(self) -> str:
+        """A one-line human summary, e.g. ``coverage 1.00 | tilt 1.0@0.50 -> gaussian 0.5@1.00``."""
+        chain = " -> ".join(f"{op.op} {op.intensity:g}@{op.dimension:.2f}" for op in self.vertical)
+        return f"coverage {self.coverage:.2f} | {chain or 'no vertical operators'}"
+
+
+def _chain(*ops: tuple[str, float, float]) -> tuple[OperatorSettings, ...]:
+    return tuple(OperatorSettings(name, intensity, dim) for name, intensity, dim in ops)
+
+
+PRESETS: dict[str, ShakeSettings] = {
+    "horizontal-only": ShakeSettings(1.0, ()),
+    "light": ShakeSettings(1.0, _chain(("gaussian", 0.5, 1.0))),
+    "medium": ShakeSettings(1.0, _chain(("tilt", 1.0, 0.5), ("gaussian", 1.0, 1.0))),
+    "strong": ShakeSettings(1.0, _chain(("tilt", 1.5, 1.0), ("inflate", 0.5, 1.0), ("gaussian", 2.0, 1.0))),
+    "dx-privacy": ShakeSettings(1.0, _chain(("dx-fixp", 1.0, 1.0))),
+}
+
+
+def preset(name: str) -> ShakeSettings:
+    """A named setting; ``horizontal-only`` is lossless, the others add vertical noise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise SettingsError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}") from None

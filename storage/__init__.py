@@ -1,0 +1,1 @@
+"""The database: SQLAlchemy models and engine; Optuna's RDB storage on the same URL."""

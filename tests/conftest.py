@@ -1,0 +1,116 @@
+"""Shared fixtures: the SST-2 files, the default model loaded once, and tiny models for fast checks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from objectives.models import DEFAULT_MODEL, load_tokenizer, pretrained_classifier  # noqa: E402
+from objectives.tokens import tokenize  # noqa: E402
+
+SST2 = Path(os.environ.get("SHAKETUNE_SST2", Path(__file__).resolve().parents[2] / "shared/data/sst2"))
+TINY_WORDS = [f"w{i}" for i in range(90)]
+
+
+@pytest.fixture(scope="session")
+def sst2() -> Path:
+    """The SST-2 directory beside the project (../shared/data/sst2); its absence is a failure."""
+    if not (SST2 / "test.tsv").is_file():
+        pytest.fail(f"SST-2 not found at {SST2}; put ../shared beside the project or set SHAKETUNE_SST2")
+    return SST2
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer():
+    return load_tokenizer(DEFAULT_MODEL)
+
+
+@pytest.fixture()
+def minilm_classifier():
+    """A fresh copy of the default model with a (seeded) binary classification head."""
+    torch.manual_seed(0)
+    return pretrained_classifier(DEFAULT_MODEL, 2)
+
+
+@pytest.fixture(scope="session")
+def sst2_test_ids(sst2, minilm_tokenizer) -> tuple[list[list[int]], list[int]]:
+    from objectives.data import read_labelled_text
+
+    table = read_labelled_text(sst2 / "test.tsv")
+    return tokenize(minilm_tokenizer, table.texts, 64), table.labels
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory):
+    """A 95-token WordPiece tokenizer built from a local vocabulary file (no network)."""
+    from transformers import BertTokenizer
+
+    vocab = tmp_path_factory.mktemp("tiny") / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS]) + "\n")
+    return BertTokenizer(str(vocab))
+
+
+def tiny_bert_config(tokenizer, **extra):
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        **extra,
+    )
+
+
+@pytest.fixture()
+def tiny_mlm(tiny_tokenizer):
+    """A BERT masked-LM whose output layer is tied to the input embedding (random weights, seeded)."""
+    from transformers import BertForMaskedLM
+
+    torch.manual_seed(1)
+    return BertForMaskedLM(tiny_bert_config(tiny_tokenizer)).eval()
+
+
+@pytest.fixture()
+def tiny_causal_lm(tiny_tokenizer):
+    """A GPT-2 causal LM with an untied output embedding (random weights, seeded)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(2)
+    config = GPT2Config(
+        vocab_size=len(tiny_tokenizer),
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=64,
+        tie_word_embeddings=False,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+    return GPT2LMHeadModel(config).eval()
+
+
+@pytest.fixture()
+def tiny_classifier(tiny_tokenizer):
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(3)
+    return BertForSequenceClassification(tiny_bert_config(tiny_tokenizer, num_labels=2)).eval()
+
+
+def random_batch(tokenizer, rows: int = 6, width: int = 12, seed: int = 0) -> torch.Tensor:
+    """Token ids framed by [CLS] ... [SEP], drawn from the whole vocabulary."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, len(tokenizer), (rows, width), generator=g)
+    ids[:, 0] = tokenizer.cls_token_id
+    ids[:, -1] = tokenizer.sep_token_id
+    return ids

@@ -1,0 +1,175 @@
+"""The owner's CLI flow end to end: keygen, shake, encode, (cloud tuning), evaluate, recover."""
+
+import json
+import os
+import stat
+
+import pytest
+from typer.testing import CliRunner
+
+from adaptive.cli import app
+from objectives.data import read_labelled_text
+from objectives.encoded import load_encoded
+
+runner = CliRunner()
+SEEDS: list[str] = []  # every seed a test made, to check no output ever shows one
+
+
+def run(*args: str, ok: bool = True) -> dict:
+    result = runner.invoke(app, [*args, "--json"])
+    for seed in SEEDS:
+        assert seed not in result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    if ok:
+        assert result.exit_code == 0, (result.stdout, result.stderr)
+        assert "error" not in payload
+    else:
+        assert result.exit_code != 0
+        assert "Traceback" not in result.output
+        assert payload["error"] in result.stderr.replace("\n", "")
+    return payload
+
+
+def remember_seed(key_path):
+    SEEDS.append(json.loads(key_path.read_text())["seed"])
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, sst2):
+    path = tmp_path_factory.mktemp("cli")
+    rows = (sst2 / "dev.tsv").read_text().splitlines()[:97]
+    (path / "data.tsv").write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def key_path(workdir):
+    payload = run("keygen", "--preset", "medium", "--out", str(workdir / "owner.key"))
+    path = workdir / "owner.key"
+    remember_seed(path)
+    assert payload["fingerprint"] and payload["moved_ids"] == 30517
+    assert payload["settings"]["vertical"][0]["op"] == "tilt"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    return path
+
+
+def test_owner_flow_private_inference_equals_recovered_model(workdir, key_path):
+    shaken, encoded = workdir / "shaken", workdir / "upload.jsonl"
+    run("shake", "--key", str(key_path), "--out", str(shaken))
+    assert json.loads((shaken / "config.json").read_text())["shaketune"]["state"] == "shaken"
+
+    payload = run(
+        "encode", "--key", str(key_path), "--data", str(workdir / "data.tsv"), "--out", str(encoded)
+    )
+    assert payload["examples"] == 96
+    upload = load_encoded(encoded)
+    assert upload.labels == read_labelled_text(workdir / "data.tsv").labels
+
+    tuned = workdir / "tuned"  # the cloud's part: fine-tune the shaken model on the shaken ids
+    run_ = run("tune", "--model", str(shaken), "--data", str(encoded), "--out", str(tuned), "--steps", "4")
+    assert run_["steps"] == 4 and run_["examples"] == 64
+    private = run(
+        "evaluate", "--model", str(tuned), "--data", str(workdir / "data.tsv"), "--key", str(key_path)
+    )
+    assert private["examples"] == 96 and private["private_inference"]
+
+    refused = run("evaluate", "--model", str(tuned), "--data", str(workdir / "data.tsv"), ok=False)
+    assert "pass --key" in refused["error"]
+
+    recovered = workdir / "recovered"
+    run("recover", "--model", str(tuned), "--key", str(key_path), "--out", str(recovered))
+    plain = run("evaluate", "--model", str(recovered), "--data", str(workdir / "data.tsv"))
+    assert plain["correct"] == private["correct"]
+    assert not plain["private_inference"]
+
+
+def test_keygen_from_a_settings_file_and_its_errors(workdir):
+    settings = workdir / "settings.json"
+    settings.write_text(json.dumps({"coverage": 0.5, "vertical": [{"op": "laplace", "intensity": 1.0}]}))
+    payload = run("keygen", "--settings", str(settings), "--out", str(workdir / "half.key"))
+    remember_seed(workdir / "half.key")
+    assert payload["moved_ids"] == round(0.5 * 30517)
+
+    assert (
+        "already exists"
+        in run("keygen", "--settings", str(settings), "--out", str(workdir / "half.key"), ok=False)["error"]
+    )
+    assert "exactly one of" in run("keygen", "--out", str(workdir / "x.key"), ok=False)["error"]
+    settings.write_text(json.dumps({"vertical": [{"op": "shuffle", "intensity": 1.0}]}))
+    error = run("keygen", "--settings", str(settings), "--out", str(workdir / "y.key"), ok=False)["error"]
+    assert "settings.json" in error and "unknown vertical operator 'shuffle'" in error
+    assert not (workdir / "y.key").exists()
+
+
+def test_recover_with_the_wrong_key_is_refused(workdir, key_path):
+    other = workdir / "other.key"
+    run("keygen", "--preset", "light", "--out", str(other))
+    remember_seed(other)
+    shaken = workdir / "shaken-other"
+    run("shake", "--key", str(other), "--out", str(shaken))
+    error = run(
+        "recover", "--model", str(shaken), "--key", str(key_path), "--out", str(workdir / "r"), ok=False
+    )
+    assert "not with this key" in error["error"]
+    assert not (workdir / "r").exists()
+
+
+def test_bad_inputs_give_clear_errors(workdir, key_path):
+    bad = workdir / "bad.tsv"
+    bad.write_text("text\tlabel\nfine\t1\n")
+    error = run(
+        "encode", "--key", str(key_path), "--data", str(bad), "--out", str(workdir / "e.jsonl"), ok=False
+    )
+    assert "no column(s) 'sentence'" in error["error"] and "--text-column" in error["error"]
+    assert not (workdir / "e.jsonl").exists()
+    payload = run(
+        "encode",
+        "--key",
+        str(key_path),
+        "--data",
+        str(bad),
+        "--text-column",
+        "text",
+        "--out",
+        str(workdir / "e.jsonl"),
+    )
+    assert payload["examples"] == 1
+
+    (workdir / "empty.csv").write_text("")
+    assert (
+        "is empty"
+        in run(
+            "encode",
+            "--key",
+            str(key_path),
+            "--data",
+            str(workdir / "empty.csv"),
+            "--out",
+            str(workdir / "f.jsonl"),
+            ok=False,
+        )["error"]
+    )
+    assert (
+        "key file not found"
+        in run("shake", "--key", str(workdir / "nope.key"), "--out", str(workdir / "s"), ok=False)["error"]
+    )
+    assert (
+        "model directory not found"
+        in run(
+            "shake",
+            "--key",
+            str(key_path),
+            "--model",
+            "./no-such-model",
+            "--out",
+            str(workdir / "s"),
+            ok=False,
+        )["error"]
+    )
+    (workdir / "occupied").mkdir()
+    (workdir / "occupied" / "file").write_text("mine")
+    assert (
+        "not an empty directory"
+        in run("shake", "--key", str(key_path), "--out", str(workdir / "occupied"), ok=False)["error"]
+    )
+    assert (workdir / "occupied" / "file").read_text() == "mine"
