@@ -31,6 +31,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_implant.py
+	$(BIN)/python bench/bench_trial.py --sst2 $(SST2)
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache *.egg-info

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,10 +52,8 @@ def _read_table(path: Path) -> Any:
         raise DataError(f"{path}: cannot parse as {path.suffix[1:]} ({type(cause).__name__})") from None
 
 
-def read_labelled_text(
-    path: str | Path, text_column: str = "sentence", label_column: str = "label"
-) -> LabelledText:
-    """Read ``path``; errors name the file and what is wrong with it."""
+def read_columns(path: str | Path, columns: Sequence[str]) -> dict[str, list[Any]]:
+    """The named columns of a local file; errors name the file and what is wrong with it."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
@@ -65,7 +64,7 @@ def read_labelled_text(
     if path.suffix.lower() in (".csv", ".tsv") and _has_header_only(path):
         raise DataError(f"{path} has a header but no rows")
     table = _read_table(path)
-    missing = [c for c in (text_column, label_column) if c not in table.column_names]
+    missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise DataError(
             f"{path} has no column(s) {', '.join(map(repr, missing))}; it has "
@@ -74,10 +73,29 @@ def read_labelled_text(
         )
     if table.num_rows == 0:
         raise DataError(f"{path} has no rows")
-    texts, labels = table[text_column], table[label_column]
-    _check_texts(texts, path)
-    _check_labels(labels, path)
-    return LabelledText(list(texts), list(labels), str(path))
+    return {column: list(table[column]) for column in columns}
+
+
+def read_labelled_text(
+    path: str | Path, text_column: str = "sentence", label_column: str = "label"
+) -> LabelledText:
+    """Texts and labels of a local file, validated."""
+    columns = read_columns(path, (text_column, label_column))
+    return check_labelled_text(columns[text_column], columns[label_column], str(path))
+
+
+def read_texts(path: str | Path, text_column: str = "sentence") -> list[str]:
+    """Texts of a local file (no labels needed), validated."""
+    texts = read_columns(path, (text_column,))[text_column]
+    _check_texts(texts, str(path))
+    return texts
+
+
+def check_labelled_text(texts: list[Any], labels: list[Any], source: str) -> LabelledText:
+    """Validate texts and labels read from ``source``; errors name the source and the row."""
+    _check_texts(texts, source)
+    _check_labels(labels, source)
+    return LabelledText(texts, labels, source)
 
 
 def _has_header_only(path: Path) -> bool:
@@ -86,13 +104,13 @@ def _has_header_only(path: Path) -> bool:
     return len(lines) < 2
 
 
-def _check_texts(texts: list[Any], path: Path) -> None:
+def _check_texts(texts: list[Any], path: str) -> None:
     for row, text in enumerate(texts):
         if not isinstance(text, str):
             raise DataError(f"{path}: text in row {row + 1} is {type(text).__name__}, not a string")
 
 
-def _check_labels(labels: list[Any], path: Path) -> None:
+def _check_labels(labels: list[Any], path: str) -> None:
     for row, label in enumerate(labels):
         if label is None or (isinstance(label, float) and math.isnan(label)):
             raise DataError(f"{path}: label in row {row + 1} is missing")

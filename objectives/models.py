@@ -82,7 +82,11 @@ def load_classifier(name: str, num_labels: int | None = None, **config: Any) -> 
 
 @functools.lru_cache(maxsize=4)
 def _pretrained_classifier(name: str, num_labels: int) -> nn.Module:
-    return load_classifier(name, num_labels)[0]
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # the new classification head: the same in every process
+        return load_classifier(name, num_labels)[0]
 
 
 def pretrained_classifier(name: str, num_labels: int) -> nn.Module:

@@ -70,6 +70,20 @@ def _trainable(model: nn.Module, mode: str) -> list[nn.Parameter]:
     return chosen
 
 
+def batch_plan(examples: int, budget: TuningBudget, seed: int = 0) -> list[list[int]]:
+    """The example indices of every step: seeded reshuffles, epoch after epoch (known before training)."""
+    if examples == 0:
+        raise ValueError("no training examples")
+    order = torch.Generator().manual_seed(seed)
+    plan, pending = [], []
+    for _ in range(budget.steps):
+        while len(pending) < budget.batch_size:
+            pending += torch.randperm(examples, generator=order).tolist()
+        plan.append(pending[: budget.batch_size])
+        pending = pending[budget.batch_size :]
+    return plan
+
+
 def fine_tune(
     model: nn.Module,
     token_ids: Sequence[Sequence[int]],
@@ -79,18 +93,13 @@ def fine_tune(
     seed: int = 0,
     advance: Callable[[int], None] | None = None,
 ) -> TuningRun:
-    """Train ``model`` in place for ``budget.steps`` batches drawn with a seeded generator."""
-    if len(token_ids) == 0:
-        raise ValueError("no training examples")
+    """Train ``model`` in place on the batches of :func:`batch_plan`."""
+    plan = batch_plan(len(token_ids), budget, seed)
     torch.manual_seed(seed)  # dropout
-    order = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.AdamW(_trainable(model, budget.mode), lr=budget.learning_rate)
     model.train()
-    started, tokens, loss_value, batch = time.perf_counter(), 0, float("nan"), []
-    for _ in range(budget.steps):
-        while len(batch) < budget.batch_size:
-            batch += torch.randperm(len(token_ids), generator=order).tolist()
-        rows, batch = batch[: budget.batch_size], batch[budget.batch_size :]
+    started, tokens, loss_value = time.perf_counter(), 0, float("nan")
+    for rows in plan:
         ids, mask = pad_batch([token_ids[i] for i in rows], pad_id)
         target = torch.as_tensor([labels[i] for i in rows])
         loss = model(input_ids=ids, attention_mask=mask, labels=target).loss
@@ -104,6 +113,5 @@ def fine_tune(
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(True)
-    return TuningRun(
-        budget.steps, budget.steps * budget.batch_size, tokens, loss_value, time.perf_counter() - started
-    )
+    seconds = time.perf_counter() - started
+    return TuningRun(budget.steps, budget.steps * budget.batch_size, tokens, loss_value, seconds)

@@ -5,33 +5,10 @@ import os
 import stat
 
 import pytest
-from typer.testing import CliRunner
 
-from adaptive.cli import app
 from objectives.data import read_labelled_text
 from objectives.encoded import load_encoded
-
-runner = CliRunner()
-SEEDS: list[str] = []  # every seed a test made, to check no output ever shows one
-
-
-def run(*args: str, ok: bool = True) -> dict:
-    result = runner.invoke(app, [*args, "--json"])
-    for seed in SEEDS:
-        assert seed not in result.output
-    payload = json.loads(result.stdout.strip().splitlines()[-1])
-    if ok:
-        assert result.exit_code == 0, (result.stdout, result.stderr)
-        assert "error" not in payload
-    else:
-        assert result.exit_code != 0
-        assert "Traceback" not in result.output
-        assert payload["error"] in result.stderr.replace("\n", "")
-    return payload
-
-
-def remember_seed(key_path):
-    SEEDS.append(json.loads(key_path.read_text())["seed"])
+from tests.cli import remember_seed, run
 
 
 @pytest.fixture(scope="module")

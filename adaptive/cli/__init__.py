@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from adaptive.cli import flow
+from adaptive.cli import flow, measure
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -18,3 +18,4 @@ app = typer.Typer(
     add_completion=False,
 )
 flow.register(app)
+measure.register(app)

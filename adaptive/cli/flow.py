@@ -20,6 +20,7 @@ from objectives.models import (
     load_tokenizer,
 )
 from objectives.tokens import DEFAULT_MAX_LENGTH, tokenize
+from objectives.trial import TrialSettings
 from objectives.tuning import TUNING_MODES, TuningBudget, fine_tune
 from operators.atomic import directory_atomic
 from operators.errors import KeyMismatchError, SettingsError, ShaketuneError
@@ -27,7 +28,7 @@ from operators.implant import shake_model
 from operators.key import generate_key, marker
 from operators.keyfile import load_key, save_key
 from operators.recovery import recover_model
-from operators.settings import PRESETS, ShakeSettings, preset
+from operators.settings import PRESETS, preset
 
 ModelOption = typer.Option(
     DEFAULT_MODEL, "--model", "-m", help="Local model directory or hub name (default: bundled MiniLM)."
@@ -41,7 +42,12 @@ MaxLength = typer.Option(DEFAULT_MAX_LENGTH, "--max-length", min=2, help="Tokens
 def keygen(
     out: Path = typer.Option(..., "--out", "-o", help="Key file to create (never overwritten)."),
     model: str = ModelOption,
-    settings: Path | None = typer.Option(None, "--settings", "-s", help="Settings JSON file."),
+    settings: Path | None = typer.Option(
+        None,
+        "--settings",
+        "-s",
+        help="Settings JSON file (a 'tuning' section, as select writes, is ignored).",
+    ),
     preset_name: str | None = typer.Option(
         None, "--preset", help=f"Named settings instead of a file: {', '.join(PRESETS)}."
     ),
@@ -50,7 +56,7 @@ def keygen(
     """Generate a secret key for MODEL from settings (a file or a preset); written with mode 0600."""
     if (settings is None) == (preset_name is None):
         raise SettingsError("give exactly one of --settings FILE or --preset NAME")
-    chosen = ShakeSettings.load(settings) if settings else preset(preset_name)
+    chosen = TrialSettings.load(settings).shaking if settings else preset(preset_name)
     tokenizer = load_tokenizer(model)
     loaded = load_as_saved(model)
     if marker(loaded) is not None:

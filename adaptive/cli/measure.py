@@ -1,0 +1,121 @@
+"""CLI commands that measure: the attack suite on an upload, and one whole trial of a setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from adaptive.cli import options
+from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, stderr
+from objectives.attacks.suite import run_attacks
+from objectives.attacks.view import CloudView
+from objectives.data import read_texts
+from objectives.encoded import load_encoded
+from objectives.leakage import ground_truth, public_knowledge
+from objectives.models import DEFAULT_MODEL, load_as_saved, load_tokenizer
+from objectives.tokens import tokenize
+from objectives.trial import TrialRunner, TrialSettings
+from objectives.tuning import TuningBudget
+from operators.errors import SettingsError
+from operators.identity import input_embedding
+from operators.keyfile import load_key
+from operators.settings import PRESETS, preset
+
+
+def attack(
+    shaken_model: Path = typer.Option(..., "--shaken-model", help="The shaken model directory (uploaded)."),
+    shaken_data: Path = typer.Option(..., "--shaken-data", help="The encoded training data (uploaded)."),
+    truth_key: Path = typer.Option(..., "--truth-key", help="The key, used only to score the attacks."),
+    public_model: str = typer.Option(DEFAULT_MODEL, "--public-model", help="The public pretrained model."),
+    public_text: Path | None = typer.Option(
+        None, "--public-text", help="Public text for the frequency prior (disjoint from the private data)."
+    ),
+    text_column: str = options.TextColumn,
+    max_length: int = typer.Option(128, "--max-length", min=4, help="Tokens per public text example."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Run the attack suite on what the cloud sees and print each attack's recovery rate."""
+    key = load_key(truth_key)
+    shaken = load_as_saved(str(shaken_model))
+    for warning in key.check_shaken(shaken):
+        stderr.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    upload = load_encoded(shaken_data)
+    pretrained, tokenizer = load_as_saved(public_model), load_tokenizer(public_model)
+    key.check_tokenizer(tokenizer)
+    public_ids: list[list[int]] = []
+    if public_text is None:
+        stderr.print(
+            "[yellow]warning:[/] no --public-text: attacks that need public text statistics are skipped, "
+            "so leakage may be underestimated",
+            highlight=False,
+        )
+    else:
+        public_ids = tokenize(tokenizer, read_texts(public_text, text_column), max_length)
+    public = public_knowledge(pretrained, public_ids, tokenizer.all_special_ids)
+    view = CloudView(input_embedding(shaken).detach(), upload.input_ids)
+    with progress_bar() as bar:
+        task = bar.add_task("attacking", total=None)
+        report = run_attacks(view, public, ground_truth(key), advance=lambda name: bar.advance(task, 1))
+    result = report.to_dict()
+    lines = [
+        f"{name:22s} recovers {s.recovery:7.2%} ({s.seconds:.1f} s) {s.note}"
+        for name, s in report.scores.items()
+    ]
+    lines.append(
+        f"leakage (best attack, {report.strongest}): {report.leakage:.2%} of {report.occurrences} tokens"
+    )
+    emit(result, as_json, lines)
+
+
+def measure(
+    settings: Path | None = typer.Option(None, "--settings", "-s", help="Settings JSON (shaking + tuning)."),
+    preset_name: str | None = typer.Option(
+        None, "--preset", help=f"Named shaking settings: {', '.join(PRESETS)}."
+    ),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Pretrained model."),
+    train: str = options.Train,
+    eval_: str = options.Eval,
+    public: str = options.Public,
+    text_column: str = options.TextColumn,
+    label_column: str = options.LabelColumn,
+    train_size: int = options.TrainSize,
+    eval_size: int | None = options.EvalSize,
+    max_length: int = options.MaxLength,
+    attack_tuned: bool = options.AttackTuned,
+    seed: int = typer.Option(0, "--seed", help="Seeds the trial key, the head, dropout and batch order."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Measure one setting end to end: accuracy after private tuning, cost, leakage by real attacks."""
+    if (settings is None) == (preset_name is None):
+        raise SettingsError("give exactly one of --settings FILE or --preset NAME")
+    chosen = TrialSettings.load(settings) if settings else TrialSettings(preset(preset_name), TuningBudget())
+    task = options.task_spec(train, eval_, public, text_column, label_column)
+    runner = TrialRunner(task, model, options.fidelity(train_size, eval_size, max_length, attack_tuned))
+    with progress_bar() as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        result = runner.run(chosen, seed=seed, progress=progress)
+    tuning = chosen.tuning
+    emit(
+        result.to_dict(),
+        as_json,
+        [
+            f"settings  {chosen.shaking.describe()} | tuning {tuning.steps} steps, {tuning.mode}",
+            f"accuracy  {result.accuracy:.4f} (plaintext {result.plaintext_accuracy:.4f}, "
+            f"gap {result.accuracy_gap:+.4f})",
+            f"leakage   {result.leakage:.4f} (strongest: {result.strongest_attack})",
+            f"cost      {result.cost_gflops:,.0f} GFLOP",
+            "attacks   " + ", ".join(f"{k} {v:.3f}" for k, v in result.attacks.items()),
+        ],
+    )
+
+
+def register(app: typer.Typer) -> None:
+    for command in (attack, measure):
+        app.command(command.__name__)(handle_errors(command))

@@ -1,0 +1,39 @@
+"""Options shared by commands that run trials: the task's data sources and the fidelity."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from objectives.task import DataSource, TaskSpec
+from objectives.trial import Fidelity
+
+SST2 = Path(os.environ.get("SHAKETUNE_SST2", "../shared/data/sst2"))
+
+Train = typer.Option(
+    str(SST2 / "train.tsv"),
+    "--train",
+    help="Private training data: a file or hf:DATASET[:CONFIG]:SPLIT, then optionally [start:stop].",
+)
+Eval = typer.Option(str(SST2 / "dev.tsv[0:1000]"), "--eval", help="Evaluation data for private inference.")
+Public = typer.Option(
+    str(SST2 / "dev.tsv[1000:]"), "--public", help="The attacker's public text (disjoint from --train)."
+)
+TextColumn = typer.Option("sentence", "--text-column", help="Column holding the text.")
+LabelColumn = typer.Option("label", "--label-column", help="Column holding the label.")
+TrainSize = typer.Option(2000, "--train-size", min=1, help="Fidelity: training examples per trial.")
+EvalSize = typer.Option(None, "--eval-size", min=1, help="Fidelity: evaluation examples (default all).")
+MaxLength = typer.Option(64, "--max-length", min=4, help="Fidelity: tokens per example.")
+AttackTuned = typer.Option(False, "--attack-tuned", help="Also attack the embedding after tuning.")
+
+
+def task_spec(train: str, eval_: str, public: str, text_column: str, label_column: str) -> TaskSpec:
+    return TaskSpec(
+        DataSource.parse(train), DataSource.parse(eval_), DataSource.parse(public), text_column, label_column
+    )
+
+
+def fidelity(train_size: int, eval_size: int | None, max_length: int, attack_tuned: bool) -> Fidelity:
+    return Fidelity(train_size, eval_size, max_length, attack_tuned)

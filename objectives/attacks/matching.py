@@ -1,0 +1,43 @@
+"""Nearest-neighbour matching between row sets, chunked so 30k x 30k never sits in memory at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class Match:
+    """For each query row: its nearest candidate; ``mutual`` where that candidate's nearest query is it."""
+
+    nearest: torch.Tensor  # candidate index per query
+    mutual: torch.Tensor  # bool per query
+
+    @property
+    def mutual_share(self) -> float:
+        return float(self.mutual.float().mean()) if self.mutual.numel() else 0.0
+
+
+def match_rows(queries: torch.Tensor, candidates: torch.Tensor) -> Match:
+    """Squared-L2 nearest neighbours, both ways: argmax of 2 q.c - |c|^2 (and of 2 q.c - |q|^2)."""
+    queries = queries.to(torch.float32)
+    candidates = candidates.to(torch.float32)
+    c_norms = (candidates * candidates).sum(dim=1)
+    q_norms = (queries * queries).sum(dim=1)
+    nearest = torch.empty(len(queries), dtype=torch.long)
+    best_score = torch.full((len(candidates),), -torch.inf)
+    best_query = torch.zeros(len(candidates), dtype=torch.long)
+    for start in range(0, len(queries), CHUNK):
+        block = queries[start : start + CHUNK] @ candidates.T
+        block.mul_(2.0).sub_(c_norms)
+        nearest[start : start + CHUNK] = block.argmax(dim=1)
+        block.add_(c_norms).sub_(q_norms[start : start + CHUNK, None])
+        value, index = block.max(dim=0)
+        better = value > best_score
+        best_score = torch.where(better, value, best_score)
+        best_query = torch.where(better, index + start, best_query)
+    mutual = best_query[nearest] == torch.arange(len(queries))
+    return Match(nearest, mutual)

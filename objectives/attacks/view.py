@@ -1,0 +1,65 @@
+"""What each side knows: the cloud's view, the public knowledge, and the truth used only for scoring."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+def token_counts(token_ids: Sequence[Sequence[int]], size: int) -> torch.Tensor:
+    """Occurrences of each id in ``token_ids`` (float64, length ``size``)."""
+    flat = torch.as_tensor([i for seq in token_ids for i in seq], dtype=torch.long)
+    return torch.bincount(flat, minlength=size).to(torch.float64)
+
+
+@dataclass(frozen=True)
+class CloudView:
+    """Everything uploaded: the shaken input embedding and the shaken training token ids."""
+
+    embedding: torch.Tensor  # shaken vocabulary x hidden
+    token_ids: Sequence[Sequence[int]]
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.embedding.shape[0])
+
+    def counts(self) -> torch.Tensor:
+        return token_counts(self.token_ids, self.vocab_size)
+
+
+@dataclass(frozen=True)
+class PublicKnowledge:
+    """What anyone has: the pretrained embedding and unigram counts of public text."""
+
+    embedding: torch.Tensor  # plaintext vocabulary x hidden
+    prior: torch.Tensor  # counts per plaintext id, from text disjoint from the private data
+    special_ids: tuple[int, ...]
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.embedding.shape[0])
+
+    def candidates(self) -> torch.Tensor:
+        """Plaintext ids an attack may answer with: all but the special tokens."""
+        keep = torch.ones(self.vocab_size, dtype=torch.bool)
+        keep[list(self.special_ids)] = False
+        return torch.nonzero(keep).flatten()
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """The key's answer for every shaken id; used to score attacks, never shown to them."""
+
+    plain_of_shaken: torch.Tensor  # plaintext id of each shaken id
+    special: torch.Tensor  # bool per shaken id: a special token (not scored)
+
+    def recovery(self, guess: torch.Tensor, counts: torch.Tensor) -> float:
+        """Share of private (non-special) token occurrences whose plaintext id ``guess`` recovers."""
+        weights = counts.clone()
+        weights[self.special] = 0
+        total = float(weights.sum())
+        if total == 0:
+            return 0.0
+        return float(weights[guess == self.plain_of_shaken].sum()) / total

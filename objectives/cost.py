@@ -1,0 +1,116 @@
+"""Cost accounting: measured seconds and memory (kept for review) and a deterministic FLOP figure.
+
+The search minimises the FLOP figure because seconds on a shared machine are noise. It is an estimate
+from batch shapes: a transformer forward pass costs 2 x (non-embedding parameters) per token plus
+4 x layers x hidden x width per token for attention; a training step costs 3 forward passes when every
+weight trains and 2 when only the embeddings and the head do (activation gradients still flow through
+every layer, weight gradients do not).
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+TRAIN_MULTIPLIER = {"full": 3.0, "embeddings+head": 2.0}
+NOISE_FLOPS_PER_ENTRY = 20.0  # keystream bytes, Box-Muller/inverse-CDF transform and the addition
+
+
+@dataclass(frozen=True)
+class StageTime:
+    """Wall and CPU seconds of one stage (CPU time counts every thread)."""
+
+    wall: float
+    cpu: float
+
+
+class Stopwatch:
+    """``with Stopwatch() as sw: ...`` then ``sw.time``."""
+
+    def __enter__(self) -> Stopwatch:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.time = StageTime(time.perf_counter() - self._wall, time.process_time() - self._cpu)
+
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def reset_peak_memory() -> bool:
+    """Start a new peak-memory window (Linux: resets VmHWM); False where that is not possible."""
+    try:
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory since the last reset (or since process start where resets fail)."""
+    try:
+        match = re.search(r"VmHWM:\s+(\d+)\s+kB", _STATUS.read_text())
+        if match:
+            return int(match.group(1)) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What compute depends on: non-embedding parameters, layers, hidden size."""
+
+    body_parameters: int
+    layers: int
+    hidden: int
+
+    @classmethod
+    def of(cls, model: nn.Module) -> ModelShape:
+        embedding_params = {
+            id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()
+        }
+        body = sum(p.numel() for p in model.parameters() if id(p) not in embedding_params)
+        config = model.config
+        layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 1)
+        hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 1)
+        return cls(int(body), int(layers), int(hidden))
+
+    def forward_flops(self, shapes: Iterable[tuple[int, int]]) -> float:
+        """Forward FLOPs over batches given as (rows, padded width)."""
+        total = 0.0
+        for rows, width in shapes:
+            tokens = rows * width
+            total += tokens * (2.0 * self.body_parameters + 4.0 * self.layers * self.hidden * width)
+        return total
+
+    def training_flops(self, shapes: Iterable[tuple[int, int]], mode: str) -> float:
+        return TRAIN_MULTIPLIER[mode] * self.forward_flops(shapes)
+
+
+def implant_flops(vocab: int, dims: Iterable[tuple[str, int]]) -> float:
+    """FLOPs of applying a vertical chain, given (operator, touched dimensions) per operator."""
+    total = 0.0
+    for op, k in dims:
+        if op == "tilt":
+            total += 2.0 * vocab * k * k
+        elif op in ("addv", "inflate"):
+            total += vocab * k
+        else:
+            total += NOISE_FLOPS_PER_ENTRY * vocab * k
+    return total
+
+
+def batch_shapes(
+    token_ids: Sequence[Sequence[int]], batches: Iterable[Sequence[int]]
+) -> list[tuple[int, int]]:
+    """(rows, padded width) of each batch of example indices."""
+    return [(len(rows), max(len(token_ids[i]) for i in rows)) for rows in batches]

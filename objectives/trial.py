@@ -1,0 +1,366 @@
+"""One trial: shaking settings in; measured accuracy, cost and leakage out.
+
+The whole CypherTalk flow for one key: implant, encode the private training slice, attack what the cloud
+sees (before any training, so hopeless settings can stop early), tune the shaken model on shaken ids,
+measure accuracy by private inference, and compare with plaintext tuning at the same budget. A trial is a
+plain function of its settings and seed; it knows nothing of studies.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from objectives.attacks.suite import LeakageReport, StagedLeakage, default_attacks
+from objectives.attacks.view import PublicKnowledge
+from objectives.cost import (
+    ModelShape,
+    StageTime,
+    Stopwatch,
+    batch_shapes,
+    implant_flops,
+    peak_memory_mb,
+    reset_peak_memory,
+)
+from objectives.data import DataError, label_ids
+from objectives.encoded import encode_token_ids
+from objectives.evaluation import evaluate_accuracy
+from objectives.leakage import measure_leakage, public_knowledge
+from objectives.models import DEFAULT_MODEL, load_tokenizer, pretrained_classifier
+from objectives.task import TaskSpec
+from objectives.tokens import length_sorted_batches, tokenize
+from objectives.tuning import TuningBudget, batch_plan, fine_tune
+from operators.atomic import write_file_atomic
+from operators.errors import SettingsError
+from operators.implant import shake_model
+from operators.key import ShakeKey, generate_key
+from operators.settings import ShakeSettings
+from operators.vertical import dimension_count
+
+EVAL_BATCH = 64
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How much data a trial sees: more is slower and measures more precisely."""
+
+    train_size: int = 2000
+    eval_size: int | None = None  # None: every row of the evaluation source
+    max_length: int = 64
+    attack_tuned: bool = False  # also attack the embedding after private tuning
+
+    def __post_init__(self) -> None:
+        if self.train_size < 1:
+            raise SettingsError(f"train_size must be >= 1, got {self.train_size}")
+        if self.eval_size is not None and self.eval_size < 1:
+            raise SettingsError(f"eval_size must be >= 1, got {self.eval_size}")
+        if self.max_length < 4:
+            raise SettingsError(f"max_length must be >= 4, got {self.max_length}")
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """Everything the search chooses: the shaking settings and the private-tuning budget."""
+
+    shaking: ShakeSettings
+    tuning: TuningBudget = field(default_factory=TuningBudget)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings-file form: shaking fields at the top (so ``keygen`` reads it) plus ``tuning``."""
+        return {**self.shaking.to_dict(), "tuning": self.tuning.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TrialSettings:
+        if not isinstance(data, dict):
+            raise SettingsError("settings must be a JSON object")
+        shaking = ShakeSettings.from_dict({k: v for k, v in data.items() if k != "tuning"})
+        tuning = data.get("tuning", {})
+        if not isinstance(tuning, dict):
+            raise SettingsError("tuning must be an object")
+        unknown = sorted(set(tuning) - set(TuningBudget.__dataclass_fields__))
+        if unknown:
+            raise SettingsError(f"unknown field(s) in tuning: {', '.join(unknown)}")
+        try:
+            return cls(shaking, TuningBudget(**tuning))
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(f"tuning: {exc}") from None
+
+    def save(self, path: str | Path) -> Path:
+        return write_file_atomic(path, (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode())
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrialSettings:
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise SettingsError(f"settings file not found: {path}") from None
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"{path}: not valid JSON (line {exc.lineno})") from None
+        except SettingsError as exc:
+            raise SettingsError(f"{path}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """The measured numbers of one trial; ``accuracy`` is None when it stopped before tuning."""
+
+    settings: TrialSettings
+    key_fingerprint: str
+    leakage: float
+    attacks: dict[str, float]  # "stage/attack" -> recovery rate
+    strongest_attack: str
+    cost_gflops: float  # deterministic: the setting's implant + tuning + inference FLOPs
+    flops: dict[str, float]
+    seconds: dict[str, StageTime]
+    peak_memory_mb: float
+    accuracy: float | None = None
+    plaintext_accuracy: float | None = None
+    stopped_early: bool = False
+    leakage_report: StagedLeakage | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def accuracy_gap(self) -> float | None:
+        """Plaintext accuracy minus private accuracy at the same budget (positive: shaking costs)."""
+        if self.accuracy is None or self.plaintext_accuracy is None:
+            return None
+        return self.plaintext_accuracy - self.accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "settings": self.settings.to_dict(),
+            "key_fingerprint": self.key_fingerprint,
+            "accuracy": self.accuracy,
+            "plaintext_accuracy": self.plaintext_accuracy,
+            "accuracy_gap": self.accuracy_gap,
+            "leakage": self.leakage,
+            "strongest_attack": self.strongest_attack,
+            "attacks": self.attacks,
+            "cost_gflops": self.cost_gflops,
+            "flops": self.flops,
+            "seconds": {stage: asdict(t) for stage, t in self.seconds.items()},
+            "peak_memory_mb": self.peak_memory_mb,
+            "stopped_early": self.stopped_early,
+        }
+
+
+@dataclass(frozen=True)
+class PreparedTask:
+    """A task tokenised once: private training slice, evaluation slice, public text; integer labels."""
+
+    train_ids: list[list[int]]
+    train_labels: list[int]
+    eval_ids: list[list[int]]
+    eval_labels: list[int]
+    public_ids: list[list[int]]
+    num_labels: int
+    pad_id: int
+
+
+@functools.lru_cache(maxsize=8)
+def prepare_task(task: TaskSpec, model: str, fidelity: Fidelity) -> PreparedTask:
+    """Load and tokenise the task's data (once per process for each task, model and fidelity)."""
+    tokenizer = load_tokenizer(model)
+    train = task.train.load(task.text_column, task.label_column)
+    evaluation = task.eval.load(task.text_column, task.label_column)
+    public_texts = task.public.load_texts(task.text_column)
+    train_texts, train_raw = train.texts[: fidelity.train_size], train.labels[: fidelity.train_size]
+    eval_texts, eval_raw = evaluation.texts[: fidelity.eval_size], evaluation.labels[: fidelity.eval_size]
+    unseen = sorted(set(map(str, eval_raw)) - set(map(str, train_raw)))
+    if unseen:
+        raise DataError(
+            f"evaluation labels {unseen[:5]} never occur in the training slice ({task.train}); "
+            "the label sets of the splits must match"
+        )
+    if {type(x) for x in eval_raw} != {type(x) for x in train_raw}:
+        raise DataError("training labels and evaluation labels are of different types")
+    train_labels, names = label_ids(list(train_raw))
+    index = {name: i for i, name in names.items()} if names else None
+    eval_labels = [index[x] for x in eval_raw] if index else list(eval_raw)
+    return PreparedTask(
+        train_ids=tokenize(tokenizer, train_texts, fidelity.max_length),
+        train_labels=train_labels,
+        eval_ids=tokenize(tokenizer, eval_texts, fidelity.max_length),
+        eval_labels=eval_labels,
+        public_ids=tokenize(tokenizer, public_texts, fidelity.max_length),
+        num_labels=max(train_labels) + 1,
+        pad_id=tokenizer.pad_token_id or 0,
+    )
+
+
+def _counter(stage: str, total: int, report: Progress) -> Callable[[int], None]:
+    """An ``advance(n)`` callback that reports a stage's running count."""
+    done = 0
+    report(stage, 0, total)
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        report(stage, done, total)
+
+    return advance
+
+
+def trial_key_seed(seed: int) -> bytes:
+    """The key seed of a trial: derived from the trial seed so a trial can be repeated exactly.
+
+    Trial keys only measure settings; real keys come from ``shaketune keygen`` and a CSPRNG.
+    """
+    return hashlib.sha256(f"shaketune/trial-key/{seed}".encode()).digest()
+
+
+class TrialRunner:
+    """Runs trials of one task and model at one fidelity; data and weights load once per process."""
+
+    def __init__(self, task: TaskSpec, model: str = DEFAULT_MODEL, fidelity: Fidelity | None = None):
+        self.task = task
+        self.model_name = model
+        self.fidelity = fidelity or Fidelity()
+        self._plaintext: dict[tuple[TuningBudget, int], float] = {}
+
+    @functools.cached_property
+    def data(self) -> PreparedTask:
+        return prepare_task(self.task, self.model_name, self.fidelity)
+
+    @functools.cached_property
+    def tokenizer(self) -> Any:
+        return load_tokenizer(self.model_name)
+
+    def pretrained(self) -> nn.Module:
+        """A fresh copy of the pretrained classifier."""
+        return pretrained_classifier(self.model_name, self.data.num_labels)
+
+    @functools.cached_property
+    def public(self) -> PublicKnowledge:
+        return public_knowledge(self.pretrained(), self.data.public_ids, self.tokenizer.all_special_ids)
+
+    @functools.cached_property
+    def shape(self) -> ModelShape:
+        return ModelShape.of(self.pretrained())
+
+    def flops(self, settings: TrialSettings, seed: int) -> dict[str, float]:
+        """The deterministic cost of a setting, known before anything runs."""
+        model = self.pretrained()
+        hidden = self.shape.hidden
+        vocab = model.get_input_embeddings().weight.shape[0]
+        dims = [(op.op, dimension_count(op.dimension, hidden, op.op)) for op in settings.shaking.vertical]
+        plan = batch_plan(len(self.data.train_ids), settings.tuning, seed)
+        evaluation = length_sorted_batches([len(s) for s in self.data.eval_ids], EVAL_BATCH)
+        return {
+            "implant": implant_flops(vocab, dims),
+            "tuning": self.shape.training_flops(
+                batch_shapes(self.data.train_ids, plan), settings.tuning.mode
+            ),
+            "inference": self.shape.forward_flops(batch_shapes(self.data.eval_ids, evaluation)),
+        }
+
+    def plaintext_accuracy(self, tuning: TuningBudget, seed: int) -> float:
+        """Accuracy of plaintext tuning at the same budget (computed once per budget and seed)."""
+        if (tuning, seed) not in self._plaintext:
+            model = self.pretrained()
+            fine_tune(model, self.data.train_ids, self.data.train_labels, tuning, self.data.pad_id, seed)
+            result = evaluate_accuracy(model, self.data.eval_ids, self.data.eval_labels, self.data.pad_id)
+            self._plaintext[(tuning, seed)] = result.accuracy
+        return self._plaintext[(tuning, seed)]
+
+    def run(
+        self,
+        settings: TrialSettings,
+        seed: int = 0,
+        stop: Callable[[StagedLeakage], bool] | None = None,
+        progress: Progress | None = None,
+    ) -> TrialResult:
+        """Measure one setting; ``stop`` sees the leakage before training and may end the trial there."""
+        report = progress or (lambda stage, done, total: None)
+        data = self.data
+        reset_peak_memory()
+        seconds: dict[str, StageTime] = {}
+        flops = self.flops(settings, seed)
+
+        report("shaking", 0, 1)
+        with Stopwatch() as watch:
+            model = self.pretrained()
+            key = generate_key(settings.shaking, model, self.tokenizer, self.model_name, trial_key_seed(seed))
+            shaken = shake_model(model, key)
+            shaken_train = encode_token_ids(key, data.train_ids)
+        seconds["shaking"] = watch.time
+
+        with Stopwatch() as watch:
+            leakage = StagedLeakage({"shaken": self._attack(shaken, shaken_train, key, report)})
+        seconds["attacks"] = watch.time
+
+        def finish(**measured: Any) -> TrialResult:
+            return self._result(settings, key, leakage, flops, seconds, **measured)
+
+        if stop is not None and stop(leakage):
+            return finish(stopped_early=True)
+
+        with Stopwatch() as watch:
+            tune = settings.tuning
+            fine_tune(
+                shaken,
+                shaken_train,
+                data.train_labels,
+                tune,
+                data.pad_id,
+                seed,
+                _counter("tuning", tune.steps, report),
+            )
+        seconds["tuning"] = watch.time
+
+        if self.fidelity.attack_tuned:
+            with Stopwatch() as watch:
+                stages = dict(leakage.stages, tuned=self._attack(shaken, shaken_train, key, report))
+            leakage = StagedLeakage(stages)
+            seconds["attacks_tuned"] = watch.time
+
+        report("inference", 0, 1)
+        with Stopwatch() as watch:
+            accuracy = evaluate_accuracy(shaken, data.eval_ids, data.eval_labels, data.pad_id, key=key)
+        seconds["inference"] = watch.time
+
+        report("plaintext reference", 0, 1)
+        with Stopwatch() as watch:
+            plaintext = self.plaintext_accuracy(settings.tuning, seed)
+        seconds["plaintext_reference"] = watch.time
+        return finish(accuracy=accuracy.accuracy, plaintext_accuracy=plaintext)
+
+    def _attack(
+        self, shaken: nn.Module, shaken_train: list[list[int]], key: ShakeKey, report: Progress
+    ) -> LeakageReport:
+        advance = _counter("attacks", len(default_attacks()), report)
+        with torch.no_grad():
+            return measure_leakage(shaken, shaken_train, self.public, key, advance=lambda name: advance(1))
+
+    def _result(
+        self,
+        settings: TrialSettings,
+        key: ShakeKey,
+        leakage: StagedLeakage,
+        flops: dict[str, float],
+        seconds: dict[str, StageTime],
+        **measured: Any,
+    ) -> TrialResult:
+        per_attack = leakage.per_attack()
+        return TrialResult(
+            settings=settings,
+            key_fingerprint=key.fingerprint,
+            leakage=leakage.leakage,
+            attacks=per_attack,
+            strongest_attack=max(per_attack, key=per_attack.get),
+            cost_gflops=sum(flops.values()) / 1e9,
+            flops=flops,
+            seconds=seconds,
+            peak_memory_mb=peak_memory_mb(),
+            leakage_report=leakage,
+            **measured,
+        )

@@ -1,0 +1,33 @@
+"""Running the CLI in-process the way a script would: with --json, checking that no seed leaks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from adaptive.cli import app
+
+runner = CliRunner()
+SEEDS: list[str] = []  # every seed a test made, to check no output ever shows one
+
+
+def run(*args: str, ok: bool = True) -> dict:
+    """Invoke ``shaketune ARGS --json`` and return its one JSON object; errors must be clean."""
+    result = runner.invoke(app, [*args, "--json"])
+    for seed in SEEDS:
+        assert seed not in result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    if ok:
+        assert result.exit_code == 0, (result.stdout, result.stderr)
+        assert "error" not in payload
+    else:
+        assert result.exit_code != 0
+        assert "Traceback" not in result.output
+        assert payload["error"] in result.stderr.replace("\n", "")
+    return payload
+
+
+def remember_seed(key_path: Path) -> None:
+    SEEDS.append(json.loads(Path(key_path).read_text())["seed"])

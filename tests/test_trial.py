@@ -1,0 +1,120 @@
+"""The objective function: one setting in, accuracy, cost and leakage out; deterministic per seed."""
+
+import json
+
+import pytest
+
+from objectives.data import DataError
+from objectives.task import DataSource, TaskSpec
+from objectives.trial import Fidelity, TrialRunner, TrialSettings
+from objectives.tuning import TuningBudget
+from operators.errors import SettingsError
+from operators.settings import preset
+
+TINY = Fidelity(train_size=64, eval_size=48, max_length=24)
+BUDGET = TuningBudget(steps=3, batch_size=8, learning_rate=1e-4)
+
+
+@pytest.fixture(scope="module")
+def runner(sst2):
+    return TrialRunner(TaskSpec.sst2(sst2), fidelity=TINY)
+
+
+def measured(result):
+    data = result.to_dict()
+    data.pop("seconds")
+    data.pop("peak_memory_mb")
+    return data
+
+
+def test_a_trial_runs_end_to_end_and_repeats_exactly(runner):
+    settings = TrialSettings(preset("medium"), BUDGET)
+    first = runner.run(settings, seed=5)
+    again = runner.run(settings, seed=5)
+    assert measured(first) == measured(again)
+    assert 0.0 <= first.accuracy <= 1.0 and first.plaintext_accuracy is not None
+    assert set(first.seconds) >= {"shaking", "attacks", "tuning", "inference"}
+    assert first.peak_memory_mb > 0
+    assert set(first.attacks) == {
+        "shaken/frequency",
+        "shaken/nearest",
+        "shaken/nearest_standardized",
+        "shaken/alignment",
+    }
+    other_seed = runner.run(settings, seed=6)
+    assert other_seed.key_fingerprint != first.key_fingerprint
+
+
+def test_horizontal_only_private_tuning_matches_plaintext_exactly(runner):
+    result = runner.run(TrialSettings(preset("horizontal-only"), BUDGET), seed=1)
+    assert result.accuracy == result.plaintext_accuracy
+    assert result.accuracy_gap == 0.0
+    assert result.leakage >= 0.99
+
+
+def test_stopping_after_leakage_skips_training(runner):
+    result = runner.run(
+        TrialSettings(preset("light"), BUDGET), seed=2, stop=lambda leakage: leakage.leakage > 0.5
+    )
+    assert result.stopped_early and result.accuracy is None and result.accuracy_gap is None
+    assert "tuning" not in result.seconds and result.leakage > 0.5
+    assert result.cost_gflops > 0  # the setting's cost is known without running it
+
+
+def test_cost_is_deterministic_and_follows_the_budget(runner):
+    def cost(budget, shaking="medium"):
+        return runner.flops(TrialSettings(preset(shaking), budget), seed=0)
+
+    base = cost(BUDGET)
+    assert base == cost(BUDGET)
+    longer = cost(TuningBudget(steps=6, batch_size=8, learning_rate=1e-4))
+    assert 1.5 * base["tuning"] < longer["tuning"] < 2.5 * base["tuning"]  # batch widths vary
+    cheaper = cost(TuningBudget(steps=3, batch_size=8, learning_rate=1e-4, mode="embeddings+head"))
+    assert cheaper["tuning"] == pytest.approx(base["tuning"] * 2 / 3)
+    assert cost(BUDGET, "horizontal-only")["implant"] == 0.0 < base["implant"]
+
+
+def test_attacking_the_tuned_model_adds_a_stage(sst2):
+    runner = TrialRunner(TaskSpec.sst2(sst2), fidelity=Fidelity(64, 48, 24, attack_tuned=True))
+    result = runner.run(TrialSettings(preset("horizontal-only"), BUDGET), seed=0)
+    assert "tuned/nearest" in result.attacks and "shaken/nearest" in result.attacks
+    assert result.leakage == max(result.attacks.values())
+
+
+def test_mismatched_label_sets_are_refused(tmp_path, sst2):
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
+    (tmp_path / "eval.tsv").write_text("sentence\tlabel\nmeh\t2\n")
+    task = TaskSpec(
+        DataSource(str(tmp_path / "train.tsv")),
+        DataSource(str(tmp_path / "eval.tsv")),
+        DataSource(str(sst2 / "dev.tsv")),
+    )
+    with pytest.raises(DataError, match=r"evaluation labels \['2'\] never occur in the training slice"):
+        _ = TrialRunner(task, fidelity=TINY).data
+
+
+def test_data_source_ranges():
+    source = DataSource.parse("data/dev.tsv[1000:]")
+    assert (source.location, source.start, source.stop) == ("data/dev.tsv", 1000, None)
+    assert str(DataSource.parse("x.csv[0:5]")) == "x.csv[0:5]"
+    assert DataSource.parse("hf:glue:sst2:train").is_hub
+
+
+def test_hub_sources_fail_clearly_offline():
+    with pytest.raises(DataError, match="cannot load hub dataset .glue:sst2:train.*use local files"):
+        DataSource.parse("hf:glue:sst2:train").load()
+
+
+def test_trial_settings_file_round_trip(tmp_path):
+    settings = TrialSettings(preset("strong"), TuningBudget(steps=40, mode="embeddings+head"))
+    path = settings.save(tmp_path / "s.json")
+    assert TrialSettings.load(path) == settings
+    data = json.loads(path.read_text())
+    data["tuning"]["epochs"] = 3
+    path.write_text(json.dumps(data))
+    with pytest.raises(SettingsError, match="unknown field.*epochs"):
+        TrialSettings.load(path)
+    data["tuning"] = {"mode": "lora"}
+    path.write_text(json.dumps(data))
+    with pytest.raises(SettingsError, match="mode must be one of"):
+        TrialSettings.load(path)
