@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo flow-demo test lint bench install clean
 
 install: $(STAMP)
 
@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	SST2=$(SST2) BIN=$(BIN) ./scripts/demo.sh
 
+flow-demo: $(STAMP)
+	SST2=$(SST2) BIN=$(BIN) ./scripts/flow-demo.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -34,4 +37,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_trial.py --sst2 $(SST2)
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) demo-out flow-demo-out .pytest_cache .ruff_cache *.egg-info

@@ -73,7 +73,7 @@ def trial_breakdown(task: TaskSpec) -> TrialRunner:
     plaintext = runner.plaintext_accuracy(settings.tuning, 0)
     reference = time.perf_counter() - started
     started = time.perf_counter()
-    result = runner.run(settings, seed=0)
+    result = runner.run(settings)
     total = time.perf_counter() - started
     print(f"   {'stage':22s} {'wall s':>8s} {'cpu s':>8s} {'share':>7s}")
     for stage, t in result.seconds.items():
@@ -94,7 +94,7 @@ def settings_table(task: TaskSpec) -> None:
     columns = ("acc", "gap", "leak", "freq", "near", "align", "GFLOP")
     print(f"   {'setting':44s} " + " ".join(f"{c:>6s}" for c in columns))
     for name, shaking in SETTINGS.items():
-        result = runner.run(TrialSettings(shaking, TuningBudget()), seed=0)
+        result = runner.run(TrialSettings(shaking, TuningBudget()))
         a = result.attacks
         print(
             f"   {name:44s} {result.accuracy:6.3f} {result.accuracy_gap:+6.3f} {result.leakage:6.3f} "

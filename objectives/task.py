@@ -8,6 +8,8 @@ followed by a row range ``[start:stop]``, e.g. ``../shared/data/sst2/dev.tsv[100
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,3 +118,40 @@ class TaskSpec:
 
     def describe(self) -> str:
         return f"train {self.train} | eval {self.eval} | public {self.public}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "train": str(self.train),
+            "eval": str(self.eval),
+            "public": str(self.public),
+            "text_column": self.text_column,
+            "label_column": self.label_column,
+            "describe": self.describe(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, str]) -> TaskSpec:
+        return cls(
+            DataSource.parse(data["train"]),
+            DataSource.parse(data["eval"]),
+            DataSource.parse(data["public"]),
+            data.get("text_column", "sentence"),
+            data.get("label_column", "label"),
+        )
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the sources, their row ranges and the content of local files."""
+        h = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode())
+        for source in (self.train, self.eval, self.public):
+            path = Path(source.location)
+            h.update(_file_sha256(str(path), *(_file_stamp(str(path)) or ())) if path.is_file() else b"")
+        return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, *stamp: object) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.digest()

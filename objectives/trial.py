@@ -3,7 +3,7 @@
 The whole CypherTalk flow for one key: implant, encode the private training slice, attack what the cloud
 sees (before any training, so hopeless settings can stop early), tune the shaken model on shaken ids,
 measure accuracy by private inference, and compare with plaintext tuning at the same budget. A trial is a
-plain function of its settings and seed; it knows nothing of studies.
+plain function of its settings and seeds; it knows nothing of studies.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -65,6 +65,9 @@ class Fidelity:
             raise SettingsError(f"eval_size must be >= 1, got {self.eval_size}")
         if self.max_length < 4:
             raise SettingsError(f"max_length must be >= 4, got {self.max_length}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,14 @@ def prepare_task(task: TaskSpec, model: str, fidelity: Fidelity) -> PreparedTask
     )
 
 
+class ReferenceCache(Protocol):
+    """Where plaintext reference accuracies persist across processes (e.g. the study database)."""
+
+    def get(self, key: str) -> float | None: ...
+
+    def put(self, key: str, accuracy: float) -> None: ...
+
+
 def _counter(stage: str, total: int, report: Progress) -> Callable[[int], None]:
     """An ``advance(n)`` callback that reports a stage's running count."""
     done = 0
@@ -221,11 +232,18 @@ def trial_key_seed(seed: int) -> bytes:
 class TrialRunner:
     """Runs trials of one task and model at one fidelity; data and weights load once per process."""
 
-    def __init__(self, task: TaskSpec, model: str = DEFAULT_MODEL, fidelity: Fidelity | None = None):
+    def __init__(
+        self,
+        task: TaskSpec,
+        model: str = DEFAULT_MODEL,
+        fidelity: Fidelity | None = None,
+        references: ReferenceCache | None = None,
+    ):
         self.task = task
         self.model_name = model
         self.fidelity = fidelity or Fidelity()
-        self._plaintext: dict[tuple[TuningBudget, int], float] = {}
+        self.references = references
+        self._plaintext: dict[str, float] = {}
 
     @functools.cached_property
     def data(self) -> PreparedTask:
@@ -263,33 +281,51 @@ class TrialRunner:
             "inference": self.shape.forward_flops(batch_shapes(self.data.eval_ids, evaluation)),
         }
 
+    def reference_key(self, tuning: TuningBudget, seed: int) -> str:
+        """Identifies a plaintext reference: task content, model, fidelity, budget and seed."""
+        parts = [self.task.fingerprint(), self.model_name, self.fidelity.to_dict(), tuning.to_dict(), seed]
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
     def plaintext_accuracy(self, tuning: TuningBudget, seed: int) -> float:
-        """Accuracy of plaintext tuning at the same budget (computed once per budget and seed)."""
-        if (tuning, seed) not in self._plaintext:
-            model = self.pretrained()
-            fine_tune(model, self.data.train_ids, self.data.train_labels, tuning, self.data.pad_id, seed)
-            result = evaluate_accuracy(model, self.data.eval_ids, self.data.eval_labels, self.data.pad_id)
-            self._plaintext[(tuning, seed)] = result.accuracy
-        return self._plaintext[(tuning, seed)]
+        """Accuracy of plaintext tuning at the same budget (measured once, then cached)."""
+        key = self.reference_key(tuning, seed)
+        if key not in self._plaintext:
+            stored = self.references.get(key) if self.references else None
+            if stored is None:
+                model = self.pretrained()
+                fine_tune(model, self.data.train_ids, self.data.train_labels, tuning, self.data.pad_id, seed)
+                stored = evaluate_accuracy(
+                    model, self.data.eval_ids, self.data.eval_labels, self.data.pad_id
+                ).accuracy
+                if self.references:
+                    self.references.put(key, stored)
+            self._plaintext[key] = stored
+        return self._plaintext[key]
 
     def run(
         self,
         settings: TrialSettings,
-        seed: int = 0,
+        key_seed: int = 0,
+        tuning_seed: int = 0,
         stop: Callable[[StagedLeakage], bool] | None = None,
         progress: Progress | None = None,
     ) -> TrialResult:
-        """Measure one setting; ``stop`` sees the leakage before training and may end the trial there."""
+        """Measure one setting; ``stop`` sees the leakage before training and may end the trial there.
+
+        ``key_seed`` makes the trial's key; ``tuning_seed`` the batch order and dropout, which a study
+        keeps fixed so that settings are compared on the same tuning noise (and share references).
+        """
         report = progress or (lambda stage, done, total: None)
         data = self.data
         reset_peak_memory()
         seconds: dict[str, StageTime] = {}
-        flops = self.flops(settings, seed)
+        flops = self.flops(settings, tuning_seed)
 
         report("shaking", 0, 1)
         with Stopwatch() as watch:
             model = self.pretrained()
-            key = generate_key(settings.shaking, model, self.tokenizer, self.model_name, trial_key_seed(seed))
+            seed_bytes = trial_key_seed(key_seed)
+            key = generate_key(settings.shaking, model, self.tokenizer, self.model_name, seed_bytes)
             shaken = shake_model(model, key)
             shaken_train = encode_token_ids(key, data.train_ids)
         seconds["shaking"] = watch.time
@@ -305,15 +341,9 @@ class TrialRunner:
             return finish(stopped_early=True)
 
         with Stopwatch() as watch:
-            tune = settings.tuning
+            advance = _counter("tuning", settings.tuning.steps, report)
             fine_tune(
-                shaken,
-                shaken_train,
-                data.train_labels,
-                tune,
-                data.pad_id,
-                seed,
-                _counter("tuning", tune.steps, report),
+                shaken, shaken_train, data.train_labels, settings.tuning, data.pad_id, tuning_seed, advance
             )
         seconds["tuning"] = watch.time
 
@@ -330,7 +360,7 @@ class TrialRunner:
 
         report("plaintext reference", 0, 1)
         with Stopwatch() as watch:
-            plaintext = self.plaintext_accuracy(settings.tuning, seed)
+            plaintext = self.plaintext_accuracy(settings.tuning, tuning_seed)
         seconds["plaintext_reference"] = watch.time
         return finish(accuracy=accuracy.accuracy, plaintext_accuracy=plaintext)
 

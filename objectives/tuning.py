@@ -53,7 +53,11 @@ class TuningRun:
     seconds: float
 
 
+HEAD_PREFIXES = ("classifier", "score", "pre_classifier")
+
+
 def _trainable(model: nn.Module, mode: str) -> list[nn.Parameter]:
+    """``full``: every weight; ``embeddings+head``: the input embedding, the pooler and the classifier."""
     if mode == "full":
         chosen = list(model.parameters())
     else:
@@ -61,7 +65,7 @@ def _trainable(model: nn.Module, mode: str) -> list[nn.Parameter]:
         head = [
             p
             for name, p in model.named_parameters()
-            if name.startswith(("classifier", "score", "pre_classifier"))
+            if name.startswith(HEAD_PREFIXES) or ".pooler." in f".{name}"
         ]
         chosen = [embedding, *head]
     keep = {id(p) for p in chosen}

@@ -12,6 +12,12 @@ from pathlib import Path
 from operators.errors import ShaketuneError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _parent(path: Path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
@@ -51,6 +57,7 @@ def directory_atomic(path: str | Path) -> Iterator[Path]:
         raise ShaketuneError(f"{path} already exists and is not an empty directory")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=_parent(path)))
     try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary directory
         yield tmp
         if path.exists():
             path.rmdir()

@@ -150,8 +150,8 @@ class ShakeSettings:
             raise SettingsError(f"{path}: {exc}") from None
 
     def describe(self) -> str:
-        """A one-line human summary, e.g. ``coverage 1.00 | tilt 1.0@0.50 -> gaussian 0.5@1.00``."""
-        chain = " -> ".join(f"{op.op} {op.intensity:g}@{op.dimension:.2f}" for op in self.vertical)
+        """A one-line human summary, e.g. ``coverage 1.00 | tilt 1.00@0.50 -> gaussian 0.50@1.00``."""
+        chain = " -> ".join(f"{op.op} {op.intensity:.2f}@{op.dimension:.2f}" for op in self.vertical)
         return f"coverage {self.coverage:.2f} | {chain or 'no vertical operators'}"
 
 

@@ -1,1 +1,2 @@
-"""The database: SQLAlchemy models and engine; Optuna's RDB storage on the same URL."""
+"""The database: one URL (SQLite by default, PostgreSQL for many machines) holding Optuna's studies and
+the project's own tables (targets, selections, plaintext references)."""

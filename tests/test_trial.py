@@ -29,8 +29,8 @@ def measured(result):
 
 def test_a_trial_runs_end_to_end_and_repeats_exactly(runner):
     settings = TrialSettings(preset("medium"), BUDGET)
-    first = runner.run(settings, seed=5)
-    again = runner.run(settings, seed=5)
+    first = runner.run(settings, key_seed=5, tuning_seed=5)
+    again = runner.run(settings, key_seed=5, tuning_seed=5)
     assert measured(first) == measured(again)
     assert 0.0 <= first.accuracy <= 1.0 and first.plaintext_accuracy is not None
     assert set(first.seconds) >= {"shaking", "attacks", "tuning", "inference"}
@@ -41,12 +41,12 @@ def test_a_trial_runs_end_to_end_and_repeats_exactly(runner):
         "shaken/nearest_standardized",
         "shaken/alignment",
     }
-    other_seed = runner.run(settings, seed=6)
+    other_seed = runner.run(settings, key_seed=6, tuning_seed=5)
     assert other_seed.key_fingerprint != first.key_fingerprint
 
 
 def test_horizontal_only_private_tuning_matches_plaintext_exactly(runner):
-    result = runner.run(TrialSettings(preset("horizontal-only"), BUDGET), seed=1)
+    result = runner.run(TrialSettings(preset("horizontal-only"), BUDGET), key_seed=1)
     assert result.accuracy == result.plaintext_accuracy
     assert result.accuracy_gap == 0.0
     assert result.leakage >= 0.99
@@ -54,7 +54,7 @@ def test_horizontal_only_private_tuning_matches_plaintext_exactly(runner):
 
 def test_stopping_after_leakage_skips_training(runner):
     result = runner.run(
-        TrialSettings(preset("light"), BUDGET), seed=2, stop=lambda leakage: leakage.leakage > 0.5
+        TrialSettings(preset("light"), BUDGET), key_seed=2, stop=lambda leakage: leakage.leakage > 0.5
     )
     assert result.stopped_early and result.accuracy is None and result.accuracy_gap is None
     assert "tuning" not in result.seconds and result.leakage > 0.5
@@ -76,7 +76,7 @@ def test_cost_is_deterministic_and_follows_the_budget(runner):
 
 def test_attacking_the_tuned_model_adds_a_stage(sst2):
     runner = TrialRunner(TaskSpec.sst2(sst2), fidelity=Fidelity(64, 48, 24, attack_tuned=True))
-    result = runner.run(TrialSettings(preset("horizontal-only"), BUDGET), seed=0)
+    result = runner.run(TrialSettings(preset("horizontal-only"), BUDGET))
     assert "tuned/nearest" in result.attacks and "shaken/nearest" in result.attacks
     assert result.leakage == max(result.attacks.values())
 

@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from adaptive.cli import flow, measure
+from adaptive.cli import flow, measure, search
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -19,3 +19,4 @@ app = typer.Typer(
 )
 flow.register(app)
 measure.register(app)
+search.register(app)

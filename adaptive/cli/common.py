@@ -63,6 +63,12 @@ def handle_errors(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
+def wide_console() -> Console:
+    """stdout, wide enough for tables even when piped (rich would assume 80 columns)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=180)
+
+
 def progress_bar() -> Progress:
     """A progress bar on stderr, so stdout stays clean for --json."""
     return Progress(

@@ -100,7 +100,7 @@ def measure(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        result = runner.run(chosen, seed=seed, progress=progress)
+        result = runner.run(chosen, key_seed=seed, tuning_seed=seed, progress=progress)
     tuning = chosen.tuning
     emit(
         result.to_dict(),

@@ -29,6 +29,11 @@ MaxLength = typer.Option(64, "--max-length", min=4, help="Fidelity: tokens per e
 AttackTuned = typer.Option(False, "--attack-tuned", help="Also attack the embedding after tuning.")
 
 
+def default_task() -> TaskSpec:
+    """SST-2 beside the project: train.tsv private, dev.tsv split into evaluation and public text."""
+    return task_spec(Train.default, Eval.default, Public.default, "sentence", "label")
+
+
 def task_spec(train: str, eval_: str, public: str, text_column: str, label_column: str) -> TaskSpec:
     return TaskSpec(
         DataSource.parse(train), DataSource.parse(eval_), DataSource.parse(public), text_column, label_column

@@ -1,0 +1,432 @@
+"""CLI commands of the search: optimize (the main job), select, studies, report, dashboard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from adaptive.cli import options
+from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, stderr, wide_console
+from adaptive.samplers import DEFAULT_SAMPLER, SAMPLERS
+from adaptive.selection import DEFAULT_POLICY, POLICIES, choose
+from adaptive.space import SearchSpace
+from adaptive.study import (
+    Caps,
+    StoredReferences,
+    StudyConfig,
+    StudyError,
+    feasible_front,
+    is_measured,
+    load_study,
+    objective,
+    objectives_of,
+    open_study,
+    runner_for,
+    study_config,
+    study_exists,
+    warm_start,
+)
+from objectives.models import DEFAULT_MODEL
+from objectives.task import TaskSpec
+from objectives.trial import Fidelity
+from operators.errors import SettingsError
+from storage.engine import optuna_storage, storage_url
+from storage.repository import Repository, SelectionRecord
+
+StorageOption = typer.Option(
+    None, "--storage", help="Database URL (default: $SHAKETUNE_STORAGE, else sqlite:///shaketune.db)."
+)
+StudyOption = typer.Option(..., "--study", help="Study name.")
+MaxLeakage = typer.Option(None, "--max-leakage", help="Cap: leakage at most this (0-1).")
+MinAccuracy = typer.Option(None, "--min-accuracy", help="Cap: accuracy at least this (0-1).")
+MaxCost = typer.Option(None, "--max-cost", help="Cap: cost at most this many GFLOP.")
+
+
+def _csv(text: str | None, kind: type) -> tuple | None:
+    if text is None:
+        return None
+    try:
+        return tuple(kind(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise SettingsError(f"cannot read {text!r} as a comma-separated list of {kind.__name__}") from None
+
+
+def _front_rows(front: list) -> list[dict[str, Any]]:
+    rows = []
+    for trial in front:
+        accuracy, cost, leakage = objectives_of(trial)
+        rows.append(
+            {
+                "trial": trial.number,
+                "accuracy": accuracy,
+                "accuracy_gap": trial.user_attrs.get("accuracy_gap"),
+                "cost_gflops": cost,
+                "leakage": leakage,
+                "strongest_attack": trial.user_attrs.get("strongest_attack"),
+                "settings": trial.user_attrs.get("settings"),
+            }
+        )
+    return rows
+
+
+def _front_table(title: str, rows: list[dict[str, Any]]) -> Table:
+    from operators.settings import ShakeSettings
+
+    table = Table(title=title)
+    for column in ("trial", "accuracy", "gap", "leakage", "strongest attack", "GFLOP", "shaking", "tuning"):
+        table.add_column(
+            column, justify="right" if column in ("trial", "accuracy", "gap", "leakage", "GFLOP") else "left"
+        )
+    for row in rows:
+        settings = row["settings"]
+        shaking = ShakeSettings.from_dict({k: v for k, v in settings.items() if k != "tuning"})
+        tuning = settings["tuning"]
+        gap = row["accuracy_gap"]
+        table.add_row(
+            str(row["trial"]),
+            f"{row['accuracy']:.4f}",
+            f"{gap:+.4f}" if gap is not None else "",
+            f"{row['leakage']:.4f}",
+            str(row["strongest_attack"]).replace("shaken/", ""),
+            f"{row['cost_gflops']:,.0f}",
+            shaking.describe(),
+            f"{tuning['steps']} steps, lr {tuning['learning_rate']:g}, {tuning['mode']}",
+        )
+    return table
+
+
+TASK_KEYS = ("train", "eval", "public", "text_column", "label_column")
+FIDELITY_KEYS = ("train_size", "eval_size", "max_length")
+CAP_KEYS = ("max_leakage", "min_accuracy", "max_cost")
+
+
+def _config(stored: StudyConfig | None, given: dict[str, Any], name: str) -> StudyConfig:
+    """The stored config (or the defaults, for a new study) with the options given on this call."""
+    base = stored or StudyConfig(model=DEFAULT_MODEL, task=options.default_task(), target=name)
+
+    def merged(current: dict[str, Any], keys: tuple[str, ...], **extra: Any) -> dict[str, Any]:
+        updates = {k: given[k] for k in keys if given[k] is not None}
+        return {**current, **updates, **{k: v for k, v in extra.items() if v is not None}}
+
+    space = {
+        "operators": _csv(given["operators"], str),
+        "steps": _csv(given["steps"], int),
+        "learning_rates": _csv(given["learning_rates"], float),
+        "modes": _csv(given["modes"], str),
+        "batch_size": given["batch_size"],
+    }
+    return StudyConfig(
+        model=given["model"] or base.model,
+        task=TaskSpec.from_dict(merged(base.task.to_dict(), TASK_KEYS)),
+        fidelity=Fidelity(
+            **merged(base.fidelity.to_dict(), FIDELITY_KEYS, attack_tuned=given["attack_tuned"] or None)
+        ),
+        space=SearchSpace.from_dict(
+            {**base.space.to_dict(), **{k: v for k, v in space.items() if v is not None}}
+        ),
+        caps=Caps.from_dict(merged(base.caps.to_dict(), CAP_KEYS)),
+        target=given["target"] or base.target or name,
+        seed=given["seed"] if given["seed"] is not None else base.seed,
+    )
+
+
+def optimize(
+    study_name: str = StudyOption,
+    storage: str | None = StorageOption,
+    trials: int = typer.Option(20, "--trials", "-n", min=1, help="Trials to run in this call."),
+    timeout: float | None = typer.Option(
+        None, "--timeout", min=1, help="Stop starting trials after this many seconds."
+    ),
+    sampler: str = typer.Option(
+        DEFAULT_SAMPLER, "--sampler", help=f"One of {', '.join(SAMPLERS)} (see README)."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Seeds the sampler and the trial keys (default 0)."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Pretrained model (default: bundled MiniLM)."
+    ),
+    train: str | None = typer.Option(
+        None, "--train", help="Private training data (default SST-2 train.tsv)."
+    ),
+    eval_: str | None = typer.Option(None, "--eval", help="Evaluation data (default SST-2 dev.tsv[0:1000])."),
+    public: str | None = typer.Option(
+        None, "--public", help="Attacker's public text (default dev.tsv[1000:])."
+    ),
+    text_column: str | None = typer.Option(None, "--text-column"),
+    label_column: str | None = typer.Option(None, "--label-column"),
+    train_size: int | None = typer.Option(None, "--train-size", min=1, help="Fidelity (default 2000)."),
+    eval_size: int | None = typer.Option(None, "--eval-size", min=1, help="Fidelity (default all)."),
+    max_length: int | None = typer.Option(None, "--max-length", min=4, help="Fidelity (default 64)."),
+    attack_tuned: bool = options.AttackTuned,
+    operators: str | None = typer.Option(
+        None, "--operators", help="Vertical operators to search, comma-separated."
+    ),
+    steps: str | None = typer.Option(
+        None, "--steps", help="Tuning steps to choose from, e.g. 50,100,150,300."
+    ),
+    learning_rates: str | None = typer.Option(None, "--learning-rates", help="e.g. 3e-5,1e-4."),
+    modes: str | None = typer.Option(None, "--modes", help="Tuning modes: full,embeddings+head."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Tuning batch size (default 16)."
+    ),
+    max_leakage: float | None = MaxLeakage,
+    min_accuracy: float | None = MinAccuracy,
+    max_cost: float | None = MaxCost,
+    target: str | None = typer.Option(
+        None, "--target", help="Target the study chooses settings for (default: study name)."
+    ),
+    warm_start_study: str | None = typer.Option(
+        None, "--warm-start", help="Enqueue this study's feasible front first."
+    ),
+    warm_start_storage: str | None = typer.Option(
+        None, "--warm-start-storage", help="Its storage (default: --storage)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Search shaking settings: maximise accuracy, minimise cost and leakage, within the caps."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = storage_url(storage)
+    backend = optuna_storage(url)
+    repository = Repository(url)
+    given = dict(
+        model=model,
+        train=train,
+        eval=eval_,
+        public=public,
+        text_column=text_column,
+        label_column=label_column,
+        train_size=train_size,
+        eval_size=eval_size,
+        max_length=max_length,
+        attack_tuned=attack_tuned,
+        operators=operators,
+        steps=steps,
+        learning_rates=learning_rates,
+        modes=modes,
+        batch_size=batch_size,
+        max_leakage=max_leakage,
+        min_accuracy=min_accuracy,
+        max_cost=max_cost,
+        target=target,
+        seed=seed,
+    )
+    stored = study_config(load_study(study_name, backend)) if study_exists(study_name, backend) else None
+    config = _config(stored, given, study_name)
+    if sampler not in SAMPLERS:
+        raise SettingsError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    study = open_study(study_name, backend, config, sampler)
+    repository.ensure_target(
+        config.target, config.model, config.task.to_dict(), config.task.fingerprint(), config.caps.to_dict()
+    )
+    enqueued = 0
+    if warm_start_study:
+        source_storage = optuna_storage(warm_start_storage) if warm_start_storage else backend
+        enqueued = warm_start(study, load_study(warm_start_study, source_storage), config.space)
+        stderr.print(f"warm start: enqueued {enqueued} settings from {warm_start_study}", highlight=False)
+    runner = runner_for(config, StoredReferences(repository))
+    before = len(study.trials)
+    with progress_bar() as bar:
+        task = bar.add_task(f"{study_name}: starting", total=trials)
+        status = {"trial": "", "best": "no feasible trial yet"}
+
+        def stage(name: str, done: int, total: int) -> None:
+            bar.update(task, description=f"{status['trial']} {name} {done}/{total} | best: {status['best']}")
+
+        def after_trial(study: Any, trial: Any) -> None:
+            front = feasible_front(study)
+            if front:
+                accuracy, cost, leakage = objectives_of(front[0])
+                status["best"] = (
+                    f"acc {accuracy:.3f} leak {leakage:.3f} cost {cost:,.0f} (#{front[0].number})"
+                )
+            bar.advance(task)
+            status["trial"] = f"trial {trial.number + 1}:"
+
+        status["trial"] = f"trial {before}:"
+        study.optimize(
+            objective(config, runner, stage),
+            n_trials=trials,
+            timeout=timeout,
+            callbacks=[after_trial],
+            gc_after_trial=True,
+        )
+    all_trials = study.get_trials(deepcopy=False)
+    front = feasible_front(study)
+    rows = _front_rows(front)
+    result = {
+        "study": study_name,
+        "storage": url,
+        "target": config.target,
+        "trials": len(all_trials),
+        "trials_this_run": len(all_trials) - before,
+        "measured": sum(is_measured(t) for t in all_trials),
+        "stopped_early": sum(bool(t.user_attrs.get("stopped_early")) for t in all_trials),
+        "warm_started": enqueued,
+        "caps": config.caps.to_dict(),
+        "pareto": rows,
+    }
+    if as_json:
+        emit(result, True, [])
+        return
+    typer.echo(
+        f"study {study_name}: {result['trials']} trials ({result['trials_this_run']} now), "
+        f"{result['measured']} measured, {result['stopped_early']} stopped early by a cap"
+    )
+    if rows:
+        wide_console().print(_front_table(f"feasible Pareto front of {study_name}", rows))
+    else:
+        typer.echo("no feasible trial yet: relax the caps or run more trials")
+    typer.echo(f"choose one with: shaketune select --study {study_name}")
+
+
+def select(
+    study_name: str = StudyOption,
+    storage: str | None = StorageOption,
+    policy: str = typer.Option(
+        DEFAULT_POLICY, "--policy", help=f"One of {', '.join(POLICIES)} (see README)."
+    ),
+    max_leakage: float | None = MaxLeakage,
+    min_accuracy: float | None = MinAccuracy,
+    max_cost: float | None = MaxCost,
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Settings file to write (default STUDY-settings.json)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Choose a setting from the study's feasible Pareto front; write it for keygen; record the choice."""
+    url = storage_url(storage)
+    study = load_study(study_name, optuna_storage(url))
+    config = study_config(study)
+    caps = config.caps.tighter(Caps(max_leakage, min_accuracy, max_cost))
+    front = feasible_front(study, caps)
+    if not front:
+        shown = ", ".join(f"{k} {v}" for k, v in caps.to_dict().items() if v is not None) or "no caps"
+        raise StudyError(
+            f"no measured trial of {study_name!r} is feasible within {shown}; "
+            "relax the caps or run more trials"
+        )
+    choice = choose(front, policy)
+    out = out or Path(f"{study_name}-settings.json")
+    choice.settings.save(out)
+    repository = Repository(url)
+    repository.ensure_target(
+        config.target, config.model, config.task.to_dict(), config.task.fingerprint(), config.caps.to_dict()
+    )
+    record = repository.record_selection(
+        SelectionRecord(
+            target=config.target,
+            study_name=study_name,
+            trial_number=choice.trial_number,
+            policy=policy,
+            caps=caps.to_dict(),
+            settings=choice.settings.to_dict(),
+            accuracy=choice.accuracy,
+            cost_gflops=choice.cost_gflops,
+            leakage=choice.leakage,
+            reason=choice.reason,
+        )
+    )
+    emit(
+        {
+            "study": study_name,
+            "target": config.target,
+            "trial": choice.trial_number,
+            "policy": policy,
+            "reason": choice.reason,
+            "accuracy": choice.accuracy,
+            "cost_gflops": choice.cost_gflops,
+            "leakage": choice.leakage,
+            "caps": caps.to_dict(),
+            "settings": choice.settings.to_dict(),
+            "out": str(out),
+            "selection_id": record.id,
+        },
+        as_json,
+        [
+            f"selected trial {choice.trial_number} of {study_name} ({choice.reason})",
+            f"accuracy {choice.accuracy:.4f}, leakage {choice.leakage:.4f}, "
+            f"cost {choice.cost_gflops:,.0f} GFLOP",
+            f"settings {choice.settings.shaking.describe()} | tuning {choice.settings.tuning.steps} steps",
+            f"wrote {out}; make the real key with: shaketune keygen --settings {out} --out owner.key",
+        ],
+    )
+
+
+def studies(storage: str | None = StorageOption, as_json: bool = JsonOption) -> None:
+    """List the studies in the storage with trial counts and best feasible points."""
+    import optuna
+    from optuna.trial import TrialState
+
+    backend = optuna_storage(storage_url(storage))
+    listing = []
+    for name in optuna.get_all_study_names(backend):
+        study = optuna.load_study(study_name=name, storage=backend)
+        trials = study.get_trials(deepcopy=False)
+        states = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
+        entry: dict[str, Any] = {"study": name, "trials": len(trials), "states": states}
+        try:
+            config = study_config(study)
+            front = feasible_front(study)
+            entry.update(
+                target=config.target,
+                model=config.model,
+                caps=config.caps.to_dict(),
+                stopped_early=sum(bool(t.user_attrs.get("stopped_early")) for t in trials),
+                front_size=len(front),
+                best_accuracy=max((objectives_of(t)[0] for t in front), default=None),
+                lowest_leakage=min((objectives_of(t)[2] for t in front), default=None),
+                lowest_cost=min((objectives_of(t)[1] for t in front), default=None),
+            )
+        except StudyError:
+            entry["note"] = "not a shaketune study"
+        listing.append(entry)
+    lines = [
+        f"{e['study']}: {e['trials']} trials, front {e.get('front_size', '-')}, best accuracy "
+        f"{e.get('best_accuracy') if e.get('best_accuracy') is not None else '-'}, lowest leakage "
+        f"{e.get('lowest_leakage') if e.get('lowest_leakage') is not None else '-'}"
+        for e in listing
+    ] or ["no studies"]
+    emit({"studies": listing}, as_json, lines)
+
+
+def report(
+    study_name: str = StudyOption,
+    storage: str | None = StorageOption,
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for index.html (new or empty)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Write an HTML report: Pareto-front plots and the feasible front as a table."""
+    from adaptive.report import write_report
+
+    study = load_study(study_name, optuna_storage(storage_url(storage)))
+    page = write_report(study, out)
+    emit({"study": study_name, "report": str(page)}, as_json, [f"wrote {page}"])
+
+
+def dashboard(
+    storage: str | None = StorageOption,
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (keep it local; see README)."),
+    port: int = typer.Option(8080, "--port", min=1, max=65535),
+) -> None:
+    """Serve optuna-dashboard on the same storage (blocks until interrupted)."""
+    from optuna_dashboard import run_server
+
+    url = storage_url(storage)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        stderr.print(
+            f"[yellow]warning:[/] binding {host}: optuna-dashboard has no authentication; put it behind a "
+            "reverse proxy with authentication",
+            highlight=False,
+        )
+    stderr.print(f"dashboard on http://{host}:{port} for {url} (Ctrl-C to stop)", highlight=False)
+    run_server(optuna_storage(url), host=host, port=port)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (optimize, select, studies, report):
+        app.command(command.__name__)(handle_errors(command))
+    app.command("dashboard")(handle_errors(dashboard))

@@ -1,0 +1,97 @@
+"""An HTML report of a study: Pareto-front plots (Optuna's plotly visualisations) and a table."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import optuna
+
+from adaptive.study import OBJECTIVES, Caps, feasible_front, is_measured, objectives_of, study_config
+from operators.atomic import directory_atomic
+from operators.settings import ShakeSettings
+
+PAIRS = [(0, 2), (0, 1), (2, 1)]  # accuracy-leakage, accuracy-cost, leakage-cost
+
+
+def _figures(study: optuna.Study) -> list[str]:
+    from optuna.visualization import plot_pareto_front
+
+    figures = [plot_pareto_front(study, target_names=list(OBJECTIVES))]
+    for a, b in PAIRS:
+        figures.append(
+            plot_pareto_front(
+                study,
+                targets=lambda t, a=a, b=b: (t.values[a], t.values[b]),
+                target_names=[OBJECTIVES[a], OBJECTIVES[b]],
+            )
+        )
+    html_parts = []
+    for index, figure in enumerate(figures):
+        figure.update_layout(height=520)
+        html_parts.append(
+            figure.to_html(full_html=False, include_plotlyjs=index == 0)
+        )  # plotly.js inline once
+    return html_parts
+
+
+def _table(study: optuna.Study, caps: Caps) -> str:
+    rows = []
+    for trial in feasible_front(study, caps):
+        accuracy, cost, leakage = objectives_of(trial)
+        attrs = trial.user_attrs
+        settings = ShakeSettings.from_dict({k: v for k, v in attrs["settings"].items() if k != "tuning"})
+        tuning = attrs["settings"]["tuning"]
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(cell))}</td>"
+                for cell in (
+                    trial.number,
+                    f"{accuracy:.4f}",
+                    f"{attrs.get('accuracy_gap', 0):+.4f}",
+                    f"{leakage:.4f}",
+                    attrs.get("strongest_attack", ""),
+                    f"{cost:,.0f}",
+                    settings.describe(),
+                    f"{tuning['steps']} steps, lr {tuning['learning_rate']:g}, {tuning['mode']}",
+                )
+            )
+            + "</tr>"
+        )
+    header = "".join(
+        f"<th>{h}</th>"
+        for h in ("trial", "accuracy", "gap", "leakage", "strongest attack", "GFLOP", "shaking", "tuning")
+    )
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def write_report(study: optuna.Study, out: str | Path) -> Path:
+    """Write ``out/index.html`` (a new or empty directory) and return its path."""
+    config = study_config(study)
+    trials = study.get_trials(deepcopy=False)
+    measured = [t for t in trials if is_measured(t)]
+    stopped = [t for t in trials if t.user_attrs.get("stopped_early")]
+    caps = ", ".join(f"{k} {v}" for k, v in config.caps.to_dict().items() if v is not None) or "none"
+    summary = (
+        f"<p>model <code>{html.escape(config.model)}</code>; task {html.escape(config.task.describe())}; "
+        f"fidelity {html.escape(str(config.fidelity.to_dict()))}</p>"
+        f"<p>{len(trials)} trials: {len(measured)} measured, {len(stopped)} stopped early by a cap; "
+        f"caps: {html.escape(caps)}</p>"
+    )
+    body = [f"<h1>shaketune study {html.escape(study.study_name)}</h1>", summary]
+    body.append("<h2>Feasible Pareto front</h2>")
+    body.append(_table(study, config.caps) if measured else "<p>no measured trials yet</p>")
+    if measured:
+        body.append("<h2>Pareto front plots</h2>")
+        body.extend(_figures(study))
+    style = (
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}</style>"
+    )
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(study.study_name)}</title>"
+    page += f"{style}</head><body>{''.join(body)}</body></html>"
+    out = Path(out)
+    with directory_atomic(out) as tmp:
+        (tmp / "index.html").write_text(page, encoding="utf-8")
+    return out / "index.html"

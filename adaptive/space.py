@@ -1,0 +1,114 @@
+"""The search space: shaking settings and tuning budget as Optuna parameters (define-by-run).
+
+Parameters: ``coverage`` (the horizontal share), one ``use_<op>`` switch per vertical operator (which
+operators, hence how many), and for each switched-on operator ``<op>.intensity`` and ``<op>.dimension``
+(conditional parameters); then ``tuning.steps``, ``tuning.learning_rate`` and ``tuning.mode``. The
+chain applies the chosen operators in a fixed order: linear maps first (tilt, inflate, addv), noise
+last. The budget takes values from short lists so that plaintext references are shared between trials.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+
+from objectives.trial import TrialSettings
+from objectives.tuning import TUNING_MODES, TuningBudget
+from operators.errors import SettingsError
+from operators.settings import OperatorSettings, ShakeSettings
+from operators.vertical import OPERATORS
+
+CHAIN_ORDER = ("tilt", "inflate", "addv", "dx-fixp", "gaussian", "laplace")
+INTENSITY_RANGES = {
+    "tilt": (0.1, 1.5),
+    "inflate": (0.05, 2.0),
+    "addv": (0.1, 4.0),
+    "dx-fixp": (0.1, 4.0),
+    "gaussian": (0.1, 4.0),
+    "laplace": (0.1, 4.0),
+}
+DIMENSION_RANGE = (0.05, 1.0)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Ranges and choices of the search; stored with the study so every worker searches the same."""
+
+    coverage: tuple[float, float] = (0.0, 1.0)
+    operators: tuple[str, ...] = CHAIN_ORDER
+    steps: tuple[int, ...] = (50, 100, 150, 300)
+    learning_rates: tuple[float, ...] = (3e-5, 1e-4)
+    modes: tuple[str, ...] = TUNING_MODES
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        low, high = self.coverage
+        if not 0.0 <= low <= high <= 1.0:
+            raise SettingsError(f"coverage range must lie in [0, 1], got {self.coverage}")
+        unknown = [op for op in self.operators if op not in OPERATORS]
+        if unknown:
+            raise SettingsError(f"unknown operator(s) {unknown}; choose from {', '.join(OPERATORS)}")
+        if not self.steps or min(self.steps) < 1:
+            raise SettingsError("steps must be positive integers")
+        if not self.learning_rates or not all(0 < lr < 1 for lr in self.learning_rates):
+            raise SettingsError("learning rates must lie in (0, 1)")
+        bad_modes = [m for m in self.modes if m not in TUNING_MODES]
+        if not self.modes or bad_modes:
+            raise SettingsError(f"tuning modes must be among {', '.join(TUNING_MODES)}")
+        object.__setattr__(self, "operators", tuple(op for op in CHAIN_ORDER if op in self.operators))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
+        tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**tuples)
+
+    # --- Optuna ------------------------------------------------------------------------------------
+    def suggest(self, trial: optuna.Trial) -> TrialSettings:
+        """Ask ``trial`` for one point of the space."""
+        coverage = trial.suggest_float("coverage", *self.coverage)
+        chain = []
+        for op in self.operators:
+            if trial.suggest_categorical(f"use_{op}", [False, True]):
+                intensity = trial.suggest_float(f"{op}.intensity", *INTENSITY_RANGES[op])
+                dimension = trial.suggest_float(f"{op}.dimension", *DIMENSION_RANGE)
+                chain.append(OperatorSettings(op, intensity, dimension))
+        budget = TuningBudget(
+            steps=trial.suggest_categorical("tuning.steps", list(self.steps)),
+            batch_size=self.batch_size,
+            learning_rate=trial.suggest_categorical("tuning.learning_rate", list(self.learning_rates)),
+            mode=trial.suggest_categorical("tuning.mode", list(self.modes)),
+        )
+        return TrialSettings(ShakeSettings(coverage, tuple(chain)), budget)
+
+    def params_of(self, settings: TrialSettings) -> dict[str, Any]:
+        """The parameters that make :meth:`suggest` return (the nearest point to) ``settings``.
+
+        Used to enqueue known settings (warm start); values outside this space are moved to its edge or
+        to the nearest choice, operators this space lacks are dropped.
+        """
+        params: dict[str, Any] = {"coverage": _clip(settings.shaking.coverage, self.coverage)}
+        chosen = {}
+        for op in settings.shaking.vertical:
+            chosen.setdefault(op.op, op)
+        for op in self.operators:
+            params[f"use_{op}"] = op in chosen
+            if op in chosen:
+                params[f"{op}.intensity"] = _clip(chosen[op].intensity, INTENSITY_RANGES[op])
+                params[f"{op}.dimension"] = _clip(chosen[op].dimension, DIMENSION_RANGE)
+        tuning = settings.tuning
+        params["tuning.steps"] = min(self.steps, key=lambda s: abs(s - tuning.steps))
+        params["tuning.learning_rate"] = min(
+            self.learning_rates, key=lambda lr: abs(math.log(lr) - math.log(tuning.learning_rate))
+        )
+        params["tuning.mode"] = tuning.mode if tuning.mode in self.modes else self.modes[0]
+        return params
+
+
+def _clip(value: float, bounds: tuple[float, float]) -> float:
+    return min(max(value, bounds[0]), bounds[1])

@@ -1,0 +1,288 @@
+"""The study: an Optuna multi-objective search over shaking settings, stored in the database.
+
+Three objectives: maximise accuracy after private tuning, minimise the deterministic cost (GFLOP),
+minimise leakage under the attack suite. User caps become Optuna constraints set by each trial. A trial
+whose leakage (measured before any training) or cost already breaks a cap stops there: it is recorded
+as a complete, infeasible trial whose accuracy is the worst possible, 0, and whose user attributes say
+``stopped_early``, so the sampler learns from it and no front ever contains it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from adaptive.samplers import DEFAULT_SAMPLER, make_sampler
+from adaptive.space import SearchSpace
+from objectives.task import TaskSpec
+from objectives.trial import Fidelity, TrialResult, TrialRunner, TrialSettings
+from operators.errors import SettingsError, ShaketuneError
+
+OBJECTIVES = ("accuracy", "cost_gflops", "leakage")
+DIRECTIONS = ("maximize", "minimize", "minimize")
+CONFIG_ATTR = "shaketune"
+
+
+class StudyError(ShaketuneError):
+    """A study is missing, or was made for another model, task, fidelity, space or caps."""
+
+
+@dataclass(frozen=True)
+class Caps:
+    """The owner's limits; ``None`` means no limit."""
+
+    max_leakage: float | None = None
+    min_accuracy: float | None = None
+    max_cost: float | None = None  # GFLOP
+
+    def __post_init__(self) -> None:
+        for name in ("max_leakage", "min_accuracy"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise SettingsError(f"{name.replace('_', '-')} must be in [0, 1], got {value}")
+        if self.max_cost is not None and not (math.isfinite(self.max_cost) and self.max_cost > 0):
+            raise SettingsError(f"max-cost must be a positive number of GFLOP, got {self.max_cost}")
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {"max_leakage": self.max_leakage, "min_accuracy": self.min_accuracy, "max_cost": self.max_cost}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Caps:
+        data = data or {}
+        return cls(data.get("max_leakage"), data.get("min_accuracy"), data.get("max_cost"))
+
+    def violations(self, accuracy: float, cost: float, leakage: float) -> dict[str, float]:
+        """Constraint values, one per cap set: > 0 means the cap is broken by that much."""
+        out = {}
+        if self.max_leakage is not None:
+            out["leakage"] = leakage - self.max_leakage
+        if self.min_accuracy is not None:
+            out["accuracy"] = self.min_accuracy - accuracy
+        if self.max_cost is not None:
+            out["cost"] = cost - self.max_cost
+        return out
+
+    def allows(self, accuracy: float, cost: float, leakage: float) -> bool:
+        return all(v <= 0 for v in self.violations(accuracy, cost, leakage).values())
+
+    def tighter(self, other: Caps) -> Caps:
+        """The stricter of both caps on every objective."""
+
+        def pick(a: float | None, b: float | None, strict: Callable[[float, float], float]) -> float | None:
+            return b if a is None else a if b is None else strict(a, b)
+
+        return Caps(
+            pick(self.max_leakage, other.max_leakage, min),
+            pick(self.min_accuracy, other.min_accuracy, max),
+            pick(self.max_cost, other.max_cost, min),
+        )
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """What a study measures; stored with it so that resumed runs and other workers measure the same."""
+
+    model: str
+    task: TaskSpec
+    fidelity: Fidelity = field(default_factory=Fidelity)
+    space: SearchSpace = field(default_factory=SearchSpace)
+    caps: Caps = field(default_factory=Caps)
+    target: str = ""
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "task": self.task.to_dict(),
+            "task_fingerprint": self.task.fingerprint(),
+            "fidelity": self.fidelity.to_dict(),
+            "space": self.space.to_dict(),
+            "caps": self.caps.to_dict(),
+            "target": self.target,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
+        return cls(
+            model=data["model"],
+            task=TaskSpec.from_dict(data["task"]),
+            fidelity=Fidelity(**data["fidelity"]),
+            space=SearchSpace.from_dict(data["space"]),
+            caps=Caps.from_dict(data["caps"]),
+            target=data.get("target", ""),
+            seed=int(data.get("seed", 0)),
+        )
+
+    def differences(self, other: StudyConfig) -> list[str]:
+        """What differs between two configs, among what changes the measurements."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        keys = ("model", "task_fingerprint", "fidelity", "space", "caps")
+        return [key for key in keys if mine[key] != theirs[key]]
+
+
+def study_exists(name: str, storage: Any) -> bool:
+    return name in optuna.get_all_study_names(storage)
+
+
+def load_study(name: str, storage: Any, sampler: str | None = None, seed: int | None = None) -> optuna.Study:
+    """An existing study (a clear error if there is none)."""
+    if not study_exists(name, storage):
+        known = optuna.get_all_study_names(storage)
+        hint = f"; studies here: {', '.join(known)}" if known else "; this storage holds no studies"
+        raise StudyError(f"no study named {name!r}{hint}")
+    return optuna.load_study(
+        study_name=name, storage=storage, sampler=make_sampler(sampler or DEFAULT_SAMPLER, seed)
+    )
+
+
+def study_config(study: optuna.Study) -> StudyConfig:
+    data = study.user_attrs.get(CONFIG_ATTR)
+    if not data:
+        raise StudyError(f"study {study.study_name!r} was not made by shaketune")
+    return StudyConfig.from_dict(data)
+
+
+def open_study(name: str, storage: Any, config: StudyConfig, sampler: str = DEFAULT_SAMPLER) -> optuna.Study:
+    """Create the study, or resume it if it exists and measures the same thing."""
+    if study_exists(name, storage):
+        study = load_study(name, storage, sampler, config.seed)
+        # a resumed run must not replay the first run's random draws: seed by the trials so far
+        study.sampler = make_sampler(sampler, config.seed + 7919 * len(study.get_trials(deepcopy=False)))
+        stored = study_config(study)
+        changed = stored.differences(config)
+        if changed:
+            raise StudyError(
+                f"study {name!r} was made with another {', '.join(changed)}; resume it with the same "
+                "options or start a new study"
+            )
+        return study
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        directions=list(DIRECTIONS),
+        sampler=make_sampler(sampler, config.seed),
+    )
+    with warnings.catch_warnings():  # set_metric_names is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(OBJECTIVES))
+    study.set_user_attr(CONFIG_ATTR, config.to_dict())
+    return study
+
+
+def record(trial: optuna.Trial, result: TrialResult, caps: Caps) -> tuple[float, float, float]:
+    """Store every figure of ``result`` on the trial, set the cap constraints, return the objectives."""
+    for name, value in result.to_dict().items():
+        trial.set_user_attr(name, value)
+    accuracy = result.accuracy if result.accuracy is not None else 0.0  # stopped: worst possible
+    values = (accuracy, result.cost_gflops, result.leakage)
+    for name, violation in caps.violations(*values).items():
+        trial.set_constraint(name, violation)
+    return values
+
+
+def objective(
+    config: StudyConfig, runner: TrialRunner, progress: Callable[[str, int, int], None] | None = None
+) -> Callable[[optuna.Trial], tuple[float, float, float]]:
+    """The function Optuna calls per trial: suggest settings, measure them, record the figures."""
+    caps = config.caps
+
+    def run(trial: optuna.Trial) -> tuple[float, float, float]:
+        settings = config.space.suggest(trial)
+        cost = sum(runner.flops(settings, config.seed).values()) / 1e9
+
+        def stop(leakage: Any) -> bool:
+            too_leaky = caps.max_leakage is not None and leakage.leakage > caps.max_leakage
+            too_costly = caps.max_cost is not None and cost > caps.max_cost
+            return too_leaky or too_costly
+
+        key_seed = config.seed * 1_000_003 + trial.number
+        result = runner.run(
+            settings, key_seed=key_seed, tuning_seed=config.seed, stop=stop, progress=progress
+        )
+        return record(trial, result, caps)
+
+    return run
+
+
+def objectives_of(trial: FrozenTrial) -> tuple[float, float, float]:
+    accuracy, cost, leakage = trial.values
+    return accuracy, cost, leakage
+
+
+def is_measured(trial: FrozenTrial) -> bool:
+    """Complete, trained to the end (not stopped early), with all objectives."""
+    return (
+        trial.state == TrialState.COMPLETE
+        and trial.values is not None
+        and not trial.user_attrs.get("stopped_early", False)
+    )
+
+
+def feasible_front(study: optuna.Study, caps: Caps | None = None) -> list[FrozenTrial]:
+    """The Pareto front among measured trials that satisfy the study's constraints and ``caps``."""
+    caps = caps or Caps()
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if is_measured(t) and all(v <= 0 for v in t.constraints.values()) and caps.allows(*objectives_of(t))
+    ]
+    return pareto_front(trials)
+
+
+def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Trials no other trial dominates (higher-or-equal accuracy, lower-or-equal cost and leakage)."""
+
+    def key(t: FrozenTrial) -> tuple[float, float, float]:
+        accuracy, cost, leakage = objectives_of(t)
+        return (-accuracy, cost, leakage)
+
+    def dominates(a: tuple, b: tuple) -> bool:
+        return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+    keyed = [(key(t), t) for t in sorted(trials, key=lambda t: t.number)]
+    front, seen = [], set()
+    for k, t in keyed:
+        if k not in seen and not any(dominates(other, k) for other, _ in keyed):
+            front.append(t)
+            seen.add(k)  # of trials with identical objectives, the earliest stands for all
+    return sorted(front, key=lambda t: (-objectives_of(t)[0], objectives_of(t)[2], t.number))
+
+
+def trial_settings(trial: FrozenTrial) -> TrialSettings:
+    return TrialSettings.from_dict(trial.user_attrs["settings"])
+
+
+def warm_start(study: optuna.Study, source: optuna.Study, space: SearchSpace) -> int:
+    """Enqueue the settings of ``source``'s feasible front; returns how many were enqueued."""
+    front = feasible_front(source)
+    for trial in front:
+        study.enqueue_trial(
+            space.params_of(trial_settings(trial)),
+            user_attrs={"warm_start": f"{source.study_name}#{trial.number}"},
+            skip_if_exists=True,
+        )
+    return len(front)
+
+
+class StoredReferences:
+    """Plaintext references kept in the project's database, shared by every worker and resumed run."""
+
+    def __init__(self, repository: Any) -> None:
+        self._repository = repository
+
+    def get(self, key: str) -> float | None:
+        return self._repository.plaintext_reference(key)
+
+    def put(self, key: str, accuracy: float) -> None:
+        self._repository.store_plaintext_reference(key, accuracy)
+
+
+def runner_for(config: StudyConfig, references: Any = None) -> TrialRunner:
+    return TrialRunner(config.task, config.model, config.fidelity, references)

@@ -1,0 +1,219 @@
+"""The search: studies in SQLite with three objectives, resume, caps as constraints, selection, review."""
+
+import json
+import re
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from adaptive.selection import choose
+from adaptive.space import SearchSpace
+from adaptive.study import DIRECTIONS, Caps, feasible_front, study_config
+from objectives.trial import TrialSettings
+from objectives.tuning import TuningBudget
+from operators.settings import preset
+from storage.engine import optuna_storage
+from storage.repository import Repository
+from tests.cli import remember_seed, run
+
+
+def tiny(sst2, storage, study, *extra):
+    """optimize at the smallest fidelity: 48 training sentences, 2-4 tuning steps of batch 8."""
+    return run(
+        "optimize",
+        "--study",
+        study,
+        "--storage",
+        storage,
+        "--train",
+        str(sst2 / "train.tsv"),
+        "--eval",
+        f"{sst2 / 'dev.tsv'}[0:40]",
+        "--public",
+        f"{sst2 / 'dev.tsv'}[1000:]",
+        "--train-size",
+        "48",
+        "--max-length",
+        "24",
+        "--steps",
+        "2,4",
+        "--learning-rates",
+        "1e-4",
+        "--batch-size",
+        "8",
+        *extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory):
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'studies.db'}"
+
+
+@pytest.fixture(scope="module")
+def first_study(sst2, storage):
+    return tiny(sst2, storage, "first", "--trials", "4", "--seed", "3")
+
+
+def test_study_is_stored_with_three_objectives_and_resumes(sst2, storage, first_study, tmp_path):
+    assert first_study["trials"] == 4 and first_study["measured"] == 4 and first_study["pareto"]
+    study = optuna.load_study(study_name="first", storage=optuna_storage(storage))
+    assert [d.name.lower() for d in study.directions] == list(DIRECTIONS)
+    assert study.metric_names == ["accuracy", "cost_gflops", "leakage"]
+    trial = study.trials[0]
+    assert set(trial.user_attrs) >= {"attacks", "accuracy_gap", "seconds", "key_fingerprint", "settings"}
+
+    again = run(
+        "optimize", "--study", "first", "--storage", storage, "--trials", "2"
+    )  # stored options reused
+    assert again["trials"] == 6 and again["trials_this_run"] == 2
+    params = [
+        json.dumps(t.params, sort_keys=True)
+        for t in optuna.load_study(study_name="first", storage=optuna_storage(storage)).trials
+    ]
+    assert len(set(params)) == 6  # the resumed run did not replay the first run's draws
+
+    chosen = run("select", "--study", "first", "--storage", storage, "--out", str(tmp_path / "chosen.json"))
+    assert chosen["trial"] in [row["trial"] for row in again["pareto"]]
+    key = run("keygen", "--settings", chosen["out"], "--out", str(tmp_path / "owner.key"))
+    remember_seed(tmp_path / "owner.key")
+    assert key["settings"]["coverage"] == pytest.approx(chosen["settings"]["coverage"])
+
+
+def test_leakage_cap_stops_trials_before_training(sst2, storage):
+    result = tiny(sst2, storage, "capped", "--trials", "3", "--max-leakage", "0.05")
+    study = optuna.load_study(study_name="capped", storage=optuna_storage(storage))
+    assert len(study.trials) == 3 and result["stopped_early"] == 3 and result["pareto"] == []
+    for trial in study.trials:
+        assert trial.state == TrialState.COMPLETE  # recorded, not dropped
+        assert trial.user_attrs["stopped_early"] and "tuning" not in trial.user_attrs["seconds"]
+        assert trial.constraints["leakage"] > 0 and trial.values[0] == 0.0
+    error = run("select", "--study", "capped", "--storage", storage, ok=False)["error"]
+    assert "no measured trial of 'capped' is feasible within max_leakage 0.05" in error
+
+
+def test_resuming_with_other_measurements_is_refused(sst2, storage, first_study):
+    error = run("optimize", "--study", "first", "--storage", storage, "--train-size", "99", ok=False)["error"]
+    assert "made with another fidelity" in error
+
+
+def test_warm_start_enqueues_the_earlier_front(sst2, storage, first_study):
+    front = feasible_front(optuna.load_study(study_name="first", storage=optuna_storage(storage)))
+    tiny(sst2, storage, "warm", "--trials", str(len(front)), "--warm-start", "first")
+    study = optuna.load_study(study_name="warm", storage=optuna_storage(storage))
+    sources = sorted(t.user_attrs.get("warm_start", "") for t in study.trials)
+    assert sources == sorted(f"first#{t.number}" for t in front)
+
+
+def test_studies_report_and_selection_history(storage, first_study, tmp_path):
+    listing = {s["study"]: s for s in run("studies", "--storage", storage)["studies"]}
+    assert listing["first"]["trials"] >= 4 and listing["first"]["front_size"] >= 1
+    page = run("report", "--study", "first", "--storage", storage, "--out", str(tmp_path / "report"))[
+        "report"
+    ]
+    html = Path(page).read_text()
+    assert "plotly" in html and "Feasible Pareto front" in html and "<td>" in html
+    run(
+        "select",
+        "--study",
+        "first",
+        "--storage",
+        storage,
+        "--policy",
+        "knee",
+        "--out",
+        str(tmp_path / "k.json"),
+    )
+    history = Repository(storage).selections("first")
+    assert [s.policy for s in history][-1] == "knee" and len(history) >= 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["optimize", "--study", "x", "--sampler", "annealing"], "unknown sampler 'annealing'"),
+        (
+            ["optimize", "--study", "x", "--storage", "nonsense://"],
+            "malformed storage URL|cannot use storage URL",
+        ),
+        (["optimize", "--study", "x", "--storage", "sqlite:////no/such/dir/db.sqlite"], "does not exist"),
+        (["optimize", "--study", "x", "--max-leakage", "-0.1"], r"max-leakage must be in \[0, 1\]"),
+        (["select", "--study", "nope"], "no study named 'nope'"),
+        (["report", "--study", "nope", "--out", "r"], "no study named 'nope'"),
+        (["optimize", "--study", "x", "--steps", "a,b"], "comma-separated list of int"),
+    ],
+)
+def test_bad_search_input(args, message, storage):
+    if "--storage" not in args:
+        args = [*args, "--storage", storage]
+    assert re.search(message, run(*args, ok=False)["error"])
+
+
+@pytest.mark.parametrize(
+    ("vertical", "message"),
+    [
+        ([{"op": "scramble", "intensity": 1.0}], "unknown vertical operator 'scramble'"),
+        ([{"op": "tilt", "intensity": 7.0}], "tilt intensity must be in [0, 1.5], got 7.0"),
+    ],
+)
+def test_bad_settings_files(tmp_path, vertical, message):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"vertical": vertical}))
+    error = run("keygen", "--settings", str(path), "--out", str(tmp_path / "k"), ok=False)["error"]
+    assert message in error and "s.json" in error
+    assert not (tmp_path / "k").exists()
+
+
+def in_memory_study(*points):
+    """A study holding complete trials with the given (accuracy, cost, leakage), numbered in order."""
+    study = optuna.create_study(directions=list(DIRECTIONS))
+    settings = TrialSettings(preset("light"), TuningBudget()).to_dict()
+    for accuracy, cost, leakage in points:
+        study.add_trial(
+            create_trial(
+                values=[accuracy, cost, leakage],
+                params={"x": 0.0},
+                distributions={"x": FloatDistribution(0, 1)},
+                user_attrs={"settings": settings},
+            )
+        )
+    return study
+
+
+def test_policies_pick_from_the_front():
+    front = in_memory_study((0.80, 100, 0.9), (0.78, 50, 0.3), (0.60, 10, 0.25)).trials
+    assert choose(front, "max-accuracy").trial_number == 0
+    assert choose(front, "knee").trial_number == 1
+
+
+def test_caps_and_front():
+    study = in_memory_study((0.8, 100, 0.9), (0.7, 100, 0.95), (0.6, 10, 0.2))
+    assert [t.number for t in feasible_front(study)] == [0, 2]  # trial 1 is dominated by trial 0
+    assert [t.number for t in feasible_front(study, Caps(max_leakage=0.5))] == [2]
+    assert Caps(max_leakage=0.5).tighter(Caps(max_leakage=0.3, max_cost=5)).to_dict() == {
+        "max_leakage": 0.3,
+        "min_accuracy": None,
+        "max_cost": 5,
+    }
+
+
+def test_space_round_trips_settings():
+    space = SearchSpace()
+    study = optuna.create_study(directions=list(DIRECTIONS))
+    trial = study.ask()
+    settings = space.suggest(trial)
+    fixed = optuna.trial.FixedTrial(space.params_of(settings))
+    assert space.suggest(fixed) == settings
+
+
+def test_config_of_a_foreign_study_is_refused(storage):
+    optuna.create_study(study_name="foreign", storage=optuna_storage(storage))
+    assert (
+        "not made by shaketune"
+        in run("select", "--study", "foreign", "--storage", storage, ok=False)["error"]
+    )
+    with pytest.raises(Exception, match="not made by shaketune"):
+        study_config(optuna.load_study(study_name="foreign", storage=optuna_storage(storage)))
