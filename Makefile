@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo flow-demo test lint bench install clean
+.PHONY: demo flow-demo test lint bench install browser clean
 
 install: $(STAMP)
 
@@ -29,7 +29,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+# the dashboard test drives a real headless Chromium (Debian package chromium)
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)
+
+test: lint browser
 	$(BIN)/pytest
 
 bench: $(STAMP)

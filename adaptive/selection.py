@@ -2,13 +2,15 @@
 
 ``max-accuracy`` (default): the most accurate setting within the leakage and cost caps; ties go to lower
 leakage, then lower cost. ``knee``: the setting closest to the ideal point (best accuracy, cost and
-leakage seen on the front) after scaling each objective to [0, 1] over the front; a balanced choice
-when no cap says what matters most.
+leakage among the candidates) after scaling each objective to [0, 1] over them; a balanced choice when
+no cap says what matters most. A re-optimisation replaces a target's setting only when the policy,
+applied to the new front together with the current setting, picks a new one.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial
@@ -22,43 +24,92 @@ DEFAULT_POLICY = "max-accuracy"
 
 
 @dataclass(frozen=True)
-class Choice:
-    """A chosen trial with its objectives and the reason in words."""
+class Candidate:
+    """A measured setting that could be selected: where it came from and its objectives."""
 
+    study_name: str
     trial_number: int
     settings: TrialSettings
     accuracy: float
     cost_gflops: float
     leakage: float
+
+    @classmethod
+    def of(cls, study_name: str, trial: FrozenTrial) -> Candidate:
+        accuracy, cost, leakage = objectives_of(trial)
+        return cls(study_name, trial.number, trial_settings(trial), accuracy, cost, leakage)
+
+    def describe(self) -> str:
+        return (
+            f"trial {self.trial_number} of {self.study_name} (accuracy {self.accuracy:.4f}, "
+            f"leakage {self.leakage:.4f}, cost {self.cost_gflops:,.0f} GFLOP)"
+        )
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen candidate and the reason in words."""
+
+    candidate: Candidate
     policy: str
     reason: str
 
 
-def choose(front: list[FrozenTrial], policy: str = DEFAULT_POLICY) -> Choice:
-    """Apply ``policy`` to a non-empty feasible front."""
+def _check(policy: str) -> None:
     if policy not in POLICIES:
         raise SettingsError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
-    if not front:
-        raise ValueError("empty front")
+
+
+def choose(candidates: Sequence[Candidate], policy: str = DEFAULT_POLICY) -> Choice:
+    """Apply ``policy`` to a non-empty list of feasible Pareto-optimal candidates."""
+    _check(policy)
+    if not candidates:
+        raise ValueError("no candidates")
     if policy == "max-accuracy":
-        best = min(front, key=lambda t: (-objectives_of(t)[0], objectives_of(t)[2], objectives_of(t)[1]))
-        reason = f"highest accuracy among {len(front)} feasible Pareto-optimal settings"
+        best = min(candidates, key=lambda c: (-c.accuracy, c.leakage, c.cost_gflops))
+        reason = f"highest accuracy among {len(candidates)} feasible Pareto-optimal settings"
     else:
-        best = min(front, key=_distance_to_ideal(front))
-        reason = f"closest to the ideal point among {len(front)} feasible Pareto-optimal settings"
-    accuracy, cost, leakage = objectives_of(best)
-    return Choice(best.number, trial_settings(best), accuracy, cost, leakage, policy, reason)
+        best = min(candidates, key=_distance_to_ideal(candidates))
+        reason = f"closest to the ideal point among {len(candidates)} feasible Pareto-optimal settings"
+    return Choice(best, policy, reason)
 
 
-def _distance_to_ideal(front: list[FrozenTrial]):
-    points = [objectives_of(t) for t in front]
-    columns = list(zip(*points, strict=True))
-    lows = [min(c) for c in columns]
-    spans = [(max(c) - min(c)) or 1.0 for c in columns]
+def _distance_to_ideal(candidates: Sequence[Candidate]) -> Callable[[Candidate], tuple[float, int]]:
+    columns = [
+        [c.accuracy for c in candidates],
+        [c.cost_gflops for c in candidates],
+        [c.leakage for c in candidates],
+    ]
+    lows = [min(col) for col in columns]
+    spans = [(max(col) - min(col)) or 1.0 for col in columns]
     ideal = (1.0, 0.0, 0.0)  # accuracy scaled so that 1 is best, cost and leakage so that 0 is
 
-    def distance(trial: FrozenTrial) -> float:
-        scaled = [(v - low) / span for v, low, span in zip(objectives_of(trial), lows, spans, strict=True)]
-        return math.dist(scaled, ideal) + trial.number * 1e-12  # ties: the earlier trial
+    def distance(c: Candidate) -> tuple[float, int]:
+        values = (c.accuracy, c.cost_gflops, c.leakage)
+        scaled = [(v - low) / span for v, low, span in zip(values, lows, spans, strict=True)]
+        return math.dist(scaled, ideal), candidates.index(c)  # ties: the first listed
 
     return distance
+
+
+def decide(current: Candidate | None, candidates: Sequence[Candidate], policy: str) -> tuple[bool, Choice]:
+    """Whether to replace ``current`` by the policy's pick from ``candidates``, and that pick.
+
+    The policy sees the current setting beside the new candidates; it stays unless another one wins.
+    """
+    if current is None:
+        choice = choose(candidates, policy)
+        return True, Choice(choice.candidate, policy, f"first selection: {choice.reason}")
+    choice = choose([current, *candidates], policy)
+    if choice.candidate is current or _same(choice.candidate, current):
+        best_new = choose(candidates, policy).candidate
+        return False, Choice(
+            current,
+            policy,
+            f"kept {current.describe()}: the new study's best, {best_new.describe()}, is not better",
+        )
+    return True, Choice(choice.candidate, policy, f"better than {current.describe()} under {policy}")
+
+
+def _same(a: Candidate, b: Candidate) -> bool:
+    return (a.accuracy, a.cost_gflops, a.leakage) == (b.accuracy, b.cost_gflops, b.leakage)

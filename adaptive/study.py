@@ -9,6 +9,8 @@ as a complete, infeasible trial whose accuracy is the worst possible, 0, and who
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import warnings
 from collections.abc import Callable
@@ -149,12 +151,22 @@ def study_config(study: optuna.Study) -> StudyConfig:
     return StudyConfig.from_dict(data)
 
 
-def open_study(name: str, storage: Any, config: StudyConfig, sampler: str = DEFAULT_SAMPLER) -> optuna.Study:
-    """Create the study, or resume it if it exists and measures the same thing."""
+def open_study(
+    name: str,
+    storage: Any,
+    config: StudyConfig,
+    sampler: str = DEFAULT_SAMPLER,
+    sampler_seed: int | None = None,
+) -> optuna.Study:
+    """Create the study, or resume it if it exists and measures the same thing.
+
+    The sampler is seeded by ``sampler_seed`` (default: the config's seed), and a resumed run offsets it
+    by the trials so far so that it does not replay the first run's random draws.
+    """
+    seed = config.seed if sampler_seed is None else sampler_seed
     if study_exists(name, storage):
-        study = load_study(name, storage, sampler, config.seed)
-        # a resumed run must not replay the first run's random draws: seed by the trials so far
-        study.sampler = make_sampler(sampler, config.seed + 7919 * len(study.get_trials(deepcopy=False)))
+        study = load_study(name, storage, sampler, seed)
+        study.sampler = make_sampler(sampler, seed + 7919 * len(study.get_trials(deepcopy=False)))
         stored = study_config(study)
         changed = stored.differences(config)
         if changed:
@@ -167,7 +179,7 @@ def open_study(name: str, storage: Any, config: StudyConfig, sampler: str = DEFA
         study_name=name,
         storage=storage,
         directions=list(DIRECTIONS),
-        sampler=make_sampler(sampler, config.seed),
+        sampler=make_sampler(sampler, seed),
     )
     with warnings.catch_warnings():  # set_metric_names is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -187,6 +199,13 @@ def record(trial: optuna.Trial, result: TrialResult, caps: Caps) -> tuple[float,
     return values
 
 
+def measurement_seed(seed: int, settings: TrialSettings) -> int:
+    """The trial key's seed: a function of the study seed and the settings only, so the same settings
+    measured again (a warm start, another worker) give exactly the same figures."""
+    digest = hashlib.sha256(f"{seed}|{json.dumps(settings.to_dict(), sort_keys=True)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
 def objective(
     config: StudyConfig, runner: TrialRunner, progress: Callable[[str, int, int], None] | None = None
 ) -> Callable[[optuna.Trial], tuple[float, float, float]]:
@@ -202,7 +221,7 @@ def objective(
             too_costly = caps.max_cost is not None and cost > caps.max_cost
             return too_leaky or too_costly
 
-        key_seed = config.seed * 1_000_003 + trial.number
+        key_seed = measurement_seed(config.seed, settings)
         result = runner.run(
             settings, key_seed=key_seed, tuning_seed=config.seed, stop=stop, progress=progress
         )

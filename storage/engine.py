@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def storage_url(url: str | None = None) -> str:
         parsed = make_url(chosen)
     except ArgumentError:
         raise StorageError(
-            f"malformed storage URL {_redacted(chosen)!r}; expected e.g. sqlite:///shaketune.db or "
+            f"malformed storage URL {redacted(chosen)!r}; expected e.g. sqlite:///shaketune.db or "
             "postgresql+psycopg://user@host/db"
         ) from None
     if parsed.get_backend_name() == "sqlite":
@@ -44,7 +45,7 @@ def storage_url(url: str | None = None) -> str:
     return chosen
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
@@ -76,7 +77,7 @@ def get_engine(url: str | None = None) -> Engine:
     try:
         engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
     except (NoSuchModuleError, ArgumentError, ImportError) as exc:
-        raise StorageError(f"cannot use storage URL {_redacted(url)!r}: {exc}") from None
+        raise StorageError(f"cannot use storage URL {redacted(url)!r}: {exc}") from None
     if _is_sqlite(url):
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
@@ -84,7 +85,7 @@ def get_engine(url: str | None = None) -> Engine:
             if _is_sqlite(url):
                 connection.exec_driver_sql("PRAGMA journal_mode = WAL")  # persistent in the file
     except OperationalError as exc:
-        raise StorageError(f"cannot open storage {_redacted(url)!r}: {exc.orig}") from None
+        raise StorageError(f"cannot open storage {redacted(url)!r}: {exc.orig}") from None
     return engine
 
 
@@ -95,6 +96,8 @@ def optuna_storage(url: str | None = None, **options: Any) -> Any:
     url = storage_url(url)
     get_engine(url)  # validates the URL and puts SQLite in WAL mode before Optuna connects
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **options)
+        with warnings.catch_warnings():  # heartbeat options are marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **options)
     except (OperationalError, ArgumentError, NoSuchModuleError, ImportError) as exc:
-        raise StorageError(f"cannot open Optuna storage at {_redacted(url)!r}: {exc}") from None
+        raise StorageError(f"cannot open Optuna storage at {redacted(url)!r}: {exc}") from None

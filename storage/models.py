@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, MetaData, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -33,6 +33,8 @@ class Target(Base):
     task_fingerprint: Mapped[str] = mapped_column(String(64))
     caps: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     policy: Mapped[str] = mapped_column(String(50), default="max-accuracy")
+    search: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=True)  # how to (re)optimise
+    last_study: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     selections: Mapped[list[Selection]] = relationship(back_populates="target", order_by="Selection.id")
@@ -58,6 +60,46 @@ class Selection(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     target: Mapped[Target] = relationship(back_populates="selections")
+
+
+class Run(Base):
+    """One optimisation of a target, run by a worker process: a study, its trial budget, its state."""
+
+    __tablename__ = "shaketune_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("shaketune_targets.id"))
+    study_name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))  # study | reoptimise | scheduled
+    state: Mapped[str] = mapped_column(String(20), default="queued")
+    trials: Mapped[int] = mapped_column(Integer)
+    warm_start_from: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    sampler_seed: Mapped[int] = mapped_column(Integer, default=0)
+    host: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    target: Mapped[Target] = relationship()
+
+
+class TrialSlot(Base):
+    """One unit of a study's shared trial budget, held by a trial that runs or completed in it.
+
+    Workers claim slots before asking for a trial, so however many workers share a study, it never
+    completes more trials than its budget; a slot whose trial failed is released and claimed again.
+    """
+
+    __tablename__ = "shaketune_trial_slots"
+    __table_args__ = (UniqueConstraint("study_name", "trial_number"),)
+
+    study_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    worker: Mapped[str] = mapped_column(String(300))
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class PlaintextReference(Base):

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.engine import StorageError, get_engine
-from storage.models import Base, PlaintextReference, Selection, Target
+from storage.models import Base, PlaintextReference, Run, Selection, Target, TrialSlot, utcnow
+
+ACTIVE_STATES = ("queued", "running", "cancelling")
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,26 @@ class TargetRecord:
     caps: dict[str, Any]
     policy: str
     created_at: datetime
+    search: dict[str, Any]
+    last_study: str | None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    target: str
+    study_name: str
+    kind: str
+    state: str
+    trials: int
+    warm_start_from: str | None
+    sampler_seed: int
+    host: str | None
+    pid: int | None
+    message: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -42,10 +64,56 @@ class SelectionRecord:
     id: int | None = None
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    """Datetimes come back naive from SQLite; every one is stored in UTC."""
+    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
+
+
 def _target_record(row: Target) -> TargetRecord:
     return TargetRecord(
-        row.name, row.model, row.task, row.task_fingerprint, row.caps, row.policy, row.created_at
+        row.name,
+        row.model,
+        row.task,
+        row.task_fingerprint,
+        row.caps,
+        row.policy,
+        _utc(row.created_at),
+        row.search or {},
+        row.last_study,
     )
+
+
+def _run_record(row: Run) -> RunRecord:
+    return RunRecord(
+        row.id,
+        row.target.name,
+        row.study_name,
+        row.kind,
+        row.state,
+        row.trials,
+        row.warm_start_from,
+        row.sampler_seed,
+        row.host,
+        row.pid,
+        row.message,
+        _utc(row.created_at),
+        _utc(row.started_at),
+        _utc(row.finished_at),
+    )
+
+
+def add_missing_columns(engine: Engine) -> None:
+    """Additive schema upgrade: columns a newer version added appear in an older database (nullable)."""
+    inspector = inspect(engine)
+    with engine.begin() as connection:
+        for table in Base.metadata.sorted_tables:
+            if not inspector.has_table(table.name):
+                continue
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 def _selection_record(row: Selection) -> SelectionRecord:
@@ -61,7 +129,7 @@ def _selection_record(row: Selection) -> SelectionRecord:
         leakage=row.leakage,
         decision=row.decision,
         reason=row.reason,
-        created_at=row.created_at,
+        created_at=_utc(row.created_at),
         id=row.id,
     )
 
@@ -72,6 +140,7 @@ class Repository:
     def __init__(self, url: str | None = None) -> None:
         self.engine = get_engine(url)
         Base.metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def _session(self) -> Session:
@@ -86,6 +155,7 @@ class Repository:
         task_fingerprint: str,
         caps: dict[str, Any] | None = None,
         policy: str = "max-accuracy",
+        search: dict[str, Any] | None = None,
     ) -> TargetRecord:
         """The target ``name``, created if new; refused if it exists for another model or task."""
         existing = self.get_target(name)
@@ -100,6 +170,7 @@ class Repository:
                             task_fingerprint=task_fingerprint,
                             caps=caps or {},
                             policy=policy,
+                            search=search or {},
                         )
                     )
             except IntegrityError:  # another process created it meanwhile
@@ -116,6 +187,20 @@ class Repository:
         with self._session() as session:
             row = session.scalar(select(Target).where(Target.name == name))
             return _target_record(row) if row else None
+
+    def update_target(self, name: str, **fields: Any) -> TargetRecord:
+        """Change a target's caps, policy, search template or last study."""
+        allowed = {"caps", "policy", "search", "last_study"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"cannot update {sorted(unknown)}")
+        with self._session() as session, session.begin():
+            row = session.scalar(select(Target).where(Target.name == name))
+            if row is None:
+                raise StorageError(f"no target named {name!r}")
+            for key, value in fields.items():
+                setattr(row, key, value)
+            return _target_record(row)
 
     def targets(self) -> list[TargetRecord]:
         with self._session() as session:
@@ -157,6 +242,101 @@ class Repository:
         """The settings ``target`` uses now: its latest decision of kind 'selected'."""
         chosen = [s for s in self.selections(target) if s.decision == "selected"]
         return chosen[-1] if chosen else None
+
+    # --- runs --------------------------------------------------------------------------------------
+    def create_run(
+        self, target: str, kind: str, trials: int, warm_start_from: str | None, sampler_seed: int
+    ) -> RunRecord:
+        """A queued run with its own new study, named after the target, the kind and the run id."""
+        with self._session() as session, session.begin():
+            owner = session.scalar(select(Target).where(Target.name == target))
+            if owner is None:
+                raise StorageError(f"no target named {target!r}")
+            stamp = utcnow().strftime("%Y%m%d-%H%M%S")
+            row = Run(
+                target=owner,
+                study_name=f"pending-{stamp}-{id(owner)}",
+                kind=kind,
+                trials=trials,
+                warm_start_from=warm_start_from,
+                sampler_seed=sampler_seed,
+            )
+            session.add(row)
+            session.flush()
+            row.study_name = f"{target}-{kind}-{stamp}-{row.id}"
+            return _run_record(row)
+
+    def get_run(self, run_id: int) -> RunRecord | None:
+        with self._session() as session:
+            row = session.get(Run, run_id)
+            return _run_record(row) if row else None
+
+    def run_for_study(self, study_name: str) -> RunRecord | None:
+        with self._session() as session:
+            row = session.scalar(select(Run).where(Run.study_name == study_name))
+            return _run_record(row) if row else None
+
+    def runs(self, target: str | None = None, states: tuple[str, ...] | None = None) -> list[RunRecord]:
+        query = select(Run).join(Run.target).order_by(Run.id)
+        if target is not None:
+            query = query.where(Target.name == target)
+        if states is not None:
+            query = query.where(Run.state.in_(states))
+        with self._session() as session:
+            return [_run_record(row) for row in session.scalars(query)]
+
+    def update_run(
+        self, run_id: int, expected: tuple[str, ...] | None = None, **fields: Any
+    ) -> RunRecord | None:
+        """Change a run in one transaction; with ``expected``, only if its state is one of those
+        (returns None otherwise), so concurrent updates cannot overwrite a newer state."""
+        with self._session() as session, session.begin():
+            row = session.get(Run, run_id, with_for_update=True)
+            if row is None:
+                raise StorageError(f"no run {run_id}")
+            if expected is not None and row.state not in expected:
+                return None
+            for key, value in fields.items():
+                setattr(row, key, value)
+            return _run_record(row)
+
+    # --- trial slots (a study's shared budget) -------------------------------------------------------
+    def slots(self, study_name: str) -> list[tuple[int, int | None, str, datetime]]:
+        """(slot, trial number or None while pending, worker, claimed at) of every claimed slot."""
+        with self._session() as session:
+            rows = session.scalars(select(TrialSlot).where(TrialSlot.study_name == study_name))
+            return [(r.slot, r.trial_number, r.worker, _utc(r.claimed_at)) for r in rows]
+
+    def claim_slot(
+        self, study_name: str, budget: int, worker: str, trial_number: int | None = None
+    ) -> int | None:
+        """Claim a free slot below ``budget`` (for ``trial_number`` if given); None when all are held."""
+        taken = {slot for slot, *_ in self.slots(study_name)}
+        for slot in range(budget):
+            if slot in taken:
+                continue
+            try:
+                with self._session() as session, session.begin():
+                    session.add(
+                        TrialSlot(study_name=study_name, slot=slot, trial_number=trial_number, worker=worker)
+                    )
+                return slot
+            except IntegrityError:  # another worker took this slot (or already holds this trial)
+                if trial_number is not None and any(n == trial_number for _, n, *_ in self.slots(study_name)):
+                    return None
+        return None
+
+    def assign_slot(self, study_name: str, slot: int, trial_number: int) -> None:
+        with self._session() as session, session.begin():
+            row = session.get(TrialSlot, (study_name, slot))
+            if row is not None:
+                row.trial_number = trial_number
+
+    def release_slot(self, study_name: str, slot: int) -> None:
+        with self._session() as session, session.begin():
+            row = session.get(TrialSlot, (study_name, slot))
+            if row is not None:
+                session.delete(row)
 
     # --- plaintext references ----------------------------------------------------------------------
     def plaintext_reference(self, key: str) -> float | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # tests run servers and workers beside pytest
 from pathlib import Path
 
 import pytest

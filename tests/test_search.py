@@ -9,7 +9,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from adaptive.selection import choose
+from adaptive.selection import Candidate, choose, decide
 from adaptive.space import SearchSpace
 from adaptive.study import DIRECTIONS, Caps, feasible_front, study_config
 from objectives.trial import TrialSettings
@@ -184,9 +184,23 @@ def in_memory_study(*points):
 
 
 def test_policies_pick_from_the_front():
-    front = in_memory_study((0.80, 100, 0.9), (0.78, 50, 0.3), (0.60, 10, 0.25)).trials
-    assert choose(front, "max-accuracy").trial_number == 0
-    assert choose(front, "knee").trial_number == 1
+    front = [
+        Candidate.of("s", t)
+        for t in in_memory_study((0.80, 100, 0.9), (0.78, 50, 0.3), (0.60, 10, 0.25)).trials
+    ]
+    assert choose(front, "max-accuracy").candidate.trial_number == 0
+    assert choose(front, "knee").candidate.trial_number == 1
+
+
+def test_reoptimisation_replaces_only_when_better():
+    old = [Candidate.of("old", t) for t in in_memory_study((0.80, 100, 0.5)).trials]
+    new = [Candidate.of("new", t) for t in in_memory_study((0.79, 50, 0.4), (0.82, 120, 0.6)).trials]
+    replace, choice = decide(None, old, "max-accuracy")
+    assert replace and choice.reason.startswith("first selection")
+    replace, choice = decide(old[0], new, "max-accuracy")
+    assert replace and choice.candidate.accuracy == 0.82 and "better than trial 0 of old" in choice.reason
+    replace, choice = decide(new[1], old, "max-accuracy")
+    assert not replace and choice.candidate is new[1] and choice.reason.startswith("kept trial 1 of new")
 
 
 def test_caps_and_front():

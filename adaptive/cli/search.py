@@ -8,10 +8,12 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from adaptive.budget import storage_options
 from adaptive.cli import options
 from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, stderr, wide_console
+from adaptive.runs import SearchTemplate
 from adaptive.samplers import DEFAULT_SAMPLER, SAMPLERS
-from adaptive.selection import DEFAULT_POLICY, POLICIES, choose
+from adaptive.selection import DEFAULT_POLICY, POLICIES, Candidate, choose
 from adaptive.space import SearchSpace
 from adaptive.study import (
     Caps,
@@ -136,7 +138,13 @@ def _config(stored: StudyConfig | None, given: dict[str, Any], name: str) -> Stu
 def optimize(
     study_name: str = StudyOption,
     storage: str | None = StorageOption,
-    trials: int = typer.Option(20, "--trials", "-n", min=1, help="Trials to run in this call."),
+    trials: int = typer.Option(
+        20,
+        "--trials",
+        "-n",
+        min=0,
+        help="Trials to run in this call (0: only create the study, for workers).",
+    ),
     timeout: float | None = typer.Option(
         None, "--timeout", min=1, help="Stop starting trials after this many seconds."
     ),
@@ -190,7 +198,7 @@ def optimize(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage_url(storage)
-    backend = optuna_storage(url)
+    backend = optuna_storage(url, **storage_options())
     repository = Repository(url)
     given = dict(
         model=model,
@@ -219,9 +227,17 @@ def optimize(
     if sampler not in SAMPLERS:
         raise SettingsError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     study = open_study(study_name, backend, config, sampler)
-    repository.ensure_target(
-        config.target, config.model, config.task.to_dict(), config.task.fingerprint(), config.caps.to_dict()
+    template = SearchTemplate.of(config, trials or SearchTemplate().trials, sampler).to_dict()
+    record = repository.ensure_target(
+        config.target,
+        config.model,
+        config.task.to_dict(),
+        config.task.fingerprint(),
+        config.caps.to_dict(),
+        search=template,
     )
+    if not record.search:  # a target from an older database: give it this study's way of searching
+        repository.update_target(config.target, search=template)
     enqueued = 0
     if warm_start_study:
         source_storage = optuna_storage(warm_start_storage) if warm_start_storage else backend
@@ -254,6 +270,7 @@ def optimize(
             callbacks=[after_trial],
             gc_after_trial=True,
         )
+    repository.update_target(config.target, last_study=study_name)
     all_trials = study.get_trials(deepcopy=False)
     front = feasible_front(study)
     rows = _front_rows(front)
@@ -283,6 +300,79 @@ def optimize(
     typer.echo(f"choose one with: shaketune select --study {study_name}")
 
 
+BUDGET_ATTR = "shaketune_budget"
+
+
+def worker(
+    study_name: str = StudyOption,
+    storage: str | None = StorageOption,
+    trials: int | None = typer.Option(
+        None, "--trials", "-n", min=1, help="The study's total trial budget, shared by all its workers."
+    ),
+    timeout: float | None = typer.Option(
+        None, "--timeout", min=1, help="Seconds from now after which no worker starts another trial."
+    ),
+    sampler: str = typer.Option(DEFAULT_SAMPLER, "--sampler", help=f"One of {', '.join(SAMPLERS)}."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="Torch threads (1 when one worker per core)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Join a study (made by 'optimize') and run trials until its shared budget or deadline is reached."""
+    import hashlib
+    from datetime import datetime, timedelta, timezone
+
+    import optuna
+    import torch
+
+    from adaptive.budget import completed, run_budget, worker_name
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if threads:
+        torch.set_num_threads(threads)
+    if sampler not in SAMPLERS:
+        raise SettingsError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    url = storage_url(storage)
+    backend = optuna_storage(url, **storage_options())
+    config = study_config(load_study(study_name, backend))
+    me = worker_name()
+    sampler_seed = config.seed + int.from_bytes(hashlib.sha256(me.encode()).digest()[:3], "big")
+    study = open_study(study_name, backend, config, sampler, sampler_seed)
+    budget = dict(study.user_attrs.get(BUDGET_ATTR) or {})
+    if trials is not None:
+        budget["trials"] = trials
+    if timeout is not None:
+        budget["deadline"] = (datetime.now(timezone.utc) + timedelta(seconds=timeout)).isoformat()
+    if "trials" not in budget:
+        raise SettingsError(f"study {study_name!r} has no trial budget yet: give --trials N (the total)")
+    study.set_user_attr(BUDGET_ATTR, budget)
+    deadline = datetime.fromisoformat(budget["deadline"]) if budget.get("deadline") else None
+    repository = Repository(url)
+    runner = runner_for(config, StoredReferences(repository))
+    with progress_bar() as bar:
+        task = bar.add_task(f"{study_name} ({me})", total=budget["trials"], completed=completed(study))
+
+        def stage(name: str, done: int, total: int) -> None:
+            bar.update(
+                task, completed=completed(study), description=f"{study_name} ({me}): {name} {done}/{total}"
+            )
+
+        mine = run_budget(study, objective(config, runner, stage), budget["trials"], repository, deadline)
+    done = completed(study)
+    emit(
+        {
+            "study": study_name,
+            "worker": me,
+            "completed_by_this_worker": mine,
+            "completed": done,
+            "budget": budget["trials"],
+            "deadline": budget.get("deadline"),
+        },
+        as_json,
+        [f"{me}: completed {mine} trials; study {study_name} has {done} of {budget['trials']}"],
+    )
+
+
 def select(
     study_name: str = StudyOption,
     storage: str | None = StorageOption,
@@ -309,9 +399,10 @@ def select(
             f"no measured trial of {study_name!r} is feasible within {shown}; "
             "relax the caps or run more trials"
         )
-    choice = choose(front, policy)
+    choice = choose([Candidate.of(study_name, t) for t in front], policy)
+    chosen = choice.candidate
     out = out or Path(f"{study_name}-settings.json")
-    choice.settings.save(out)
+    chosen.settings.save(out)
     repository = Repository(url)
     repository.ensure_target(
         config.target, config.model, config.task.to_dict(), config.task.fingerprint(), config.caps.to_dict()
@@ -320,13 +411,13 @@ def select(
         SelectionRecord(
             target=config.target,
             study_name=study_name,
-            trial_number=choice.trial_number,
+            trial_number=chosen.trial_number,
             policy=policy,
             caps=caps.to_dict(),
-            settings=choice.settings.to_dict(),
-            accuracy=choice.accuracy,
-            cost_gflops=choice.cost_gflops,
-            leakage=choice.leakage,
+            settings=chosen.settings.to_dict(),
+            accuracy=chosen.accuracy,
+            cost_gflops=chosen.cost_gflops,
+            leakage=chosen.leakage,
             reason=choice.reason,
         )
     )
@@ -334,23 +425,23 @@ def select(
         {
             "study": study_name,
             "target": config.target,
-            "trial": choice.trial_number,
+            "trial": chosen.trial_number,
             "policy": policy,
             "reason": choice.reason,
-            "accuracy": choice.accuracy,
-            "cost_gflops": choice.cost_gflops,
-            "leakage": choice.leakage,
+            "accuracy": chosen.accuracy,
+            "cost_gflops": chosen.cost_gflops,
+            "leakage": chosen.leakage,
             "caps": caps.to_dict(),
-            "settings": choice.settings.to_dict(),
+            "settings": chosen.settings.to_dict(),
             "out": str(out),
             "selection_id": record.id,
         },
         as_json,
         [
-            f"selected trial {choice.trial_number} of {study_name} ({choice.reason})",
-            f"accuracy {choice.accuracy:.4f}, leakage {choice.leakage:.4f}, "
-            f"cost {choice.cost_gflops:,.0f} GFLOP",
-            f"settings {choice.settings.shaking.describe()} | tuning {choice.settings.tuning.steps} steps",
+            f"selected trial {chosen.trial_number} of {study_name} ({choice.reason})",
+            f"accuracy {chosen.accuracy:.4f}, leakage {chosen.leakage:.4f}, "
+            f"cost {chosen.cost_gflops:,.0f} GFLOP",
+            f"settings {chosen.settings.shaking.describe()} | tuning {chosen.settings.tuning.steps} steps",
             f"wrote {out}; make the real key with: shaketune keygen --settings {out} --out owner.key",
         ],
     )
@@ -427,6 +518,6 @@ def dashboard(
 
 
 def register(app: typer.Typer) -> None:
-    for command in (optimize, select, studies, report):
+    for command in (optimize, worker, select, studies, report):
         app.command(command.__name__)(handle_errors(command))
     app.command("dashboard")(handle_errors(dashboard))

@@ -16,23 +16,23 @@ from dataclasses import dataclass
 
 import torch
 
-from objectives.attacks.context import AttackContext, Guess, Space
+from objectives.attacks.context import AttackContext, Guess, Space, covariance_eigh
 from objectives.attacks.frequency import frequency_pairs
 from objectives.attacks.matching import match_rows
 
 
 def procrustes(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The orthogonal R minimising |source R - target| (rows paired)."""
-    u, _, vt = torch.linalg.svd(source.to(torch.float64).T @ target.to(torch.float64))
+    u, _, vt = torch.linalg.svd((source.T @ target).to(torch.float64))
     return (u @ vt).to(torch.float32)
 
 
 def principal_coordinates(rows: torch.Tensor) -> torch.Tensor:
-    """Coordinates on the principal axes, largest variance first, each axis signed by its skewness."""
-    x = rows.to(torch.float64)
-    _, vectors = torch.linalg.eigh(x.T @ x / len(x))
-    coords = x @ vectors.flip(1)
-    return (coords * torch.sign((coords**3).mean(dim=0))).to(torch.float32)
+    """Coordinates of centred rows on their principal axes, largest variance first, each axis signed
+    by its skewness."""
+    _, vectors = covariance_eigh(rows)
+    coords = rows @ vectors.flip(1).to(torch.float32)
+    return coords * torch.sign((coords.double() ** 3).mean(dim=0)).to(torch.float32)
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class AlignmentAttack:
         white = context.space("whitened")
         yield Start("whitened-norm", white, self._norm_rank_rotation(white))
         for name in ("centred", "destretched"):
-            yield from self._principal_starts(context.space(name), sample, candidates)
+            yield from self._principal_starts(context, context.space(name), sample, candidates)
         centred = context.space("centred")
         if self.frequency_anchors < 2:
             return
@@ -113,10 +113,14 @@ class AlignmentAttack:
             rotation = procrustes(centred.shaken[shaken_ids], centred.public[plain_ids])
             yield Start("frequency", centred, rotation)
 
-    def _principal_starts(self, space: Space, sample: torch.Tensor, candidates: torch.Tensor):
+    def _principal_starts(
+        self, context: AttackContext, space: Space, sample: torch.Tensor, candidates: torch.Tensor
+    ):
         """Anchors from matching the top-k principal coordinates (a rotation moves the axes with it)."""
         shaken_pc = principal_coordinates(space.shaken)
-        public_pc = principal_coordinates(space.public)
+        public_pc = context.public.derived(
+            f"principal/{space.name}", lambda: principal_coordinates(space.public)
+        )
         for k in self.principal_ks:
             match = match_rows(shaken_pc[sample, :k], public_pc[candidates, :k])
             if int(match.mutual.sum()) >= k:

@@ -22,25 +22,6 @@ class Space:
     public: torch.Tensor
 
 
-def centred(matrix: torch.Tensor) -> torch.Tensor:
-    matrix = matrix.detach().to(torch.float64)
-    return matrix - matrix.mean(dim=0)
-
-
-def whitened(matrix: torch.Tensor) -> torch.Tensor:
-    """Rows with identity covariance: any invertible linear map becomes a rotation between two such."""
-    x = centred(matrix)
-    eigenvalues, vectors = torch.linalg.eigh(x.T @ x / len(x))
-    floor = EIGEN_FLOOR * float(eigenvalues.max())
-    return x @ (vectors @ torch.diag(eigenvalues.clamp_min(floor).rsqrt()) @ vectors.T)
-
-
-def standardized(matrix: torch.Tensor) -> torch.Tensor:
-    """Each column at mean 0 and unit variance: undoes per-dimension shifts and scalings."""
-    x = centred(matrix)
-    return x / x.std(dim=0).clamp_min(1e-12)
-
-
 @dataclass(frozen=True)
 class Guess:
     """An attack's answer: a plaintext id per shaken id (-1 where it has none), and how it got there."""
@@ -49,21 +30,46 @@ class Guess:
     note: str = ""
 
 
-def _destretched(shaken: torch.Tensor, public: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shaken columns standardised to the public matrix's mean column scale; public only centred.
+def centred(matrix: torch.Tensor) -> torch.Tensor:
+    matrix = matrix.detach().to(torch.float32)
+    return matrix - matrix.mean(dim=0)
+
+
+def covariance_eigh(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (ascending) and eigenvectors of the covariance of centred ``rows`` (float64)."""
+    return torch.linalg.eigh((rows.T @ rows).to(torch.float64) / len(rows))
+
+
+def whitened(matrix: torch.Tensor) -> torch.Tensor:
+    """Rows with identity covariance: any invertible linear map becomes a rotation between two such."""
+    x = centred(matrix)
+    eigenvalues, vectors = covariance_eigh(x)
+    floor = EIGEN_FLOOR * float(eigenvalues.max())
+    transform = vectors @ torch.diag(eigenvalues.clamp_min(floor).rsqrt()) @ vectors.T
+    return x @ transform.to(torch.float32)
+
+
+def standardized(matrix: torch.Tensor) -> torch.Tensor:
+    """Each column at mean 0 and unit variance: undoes per-dimension shifts and scalings."""
+    x = centred(matrix)
+    return x / x.std(dim=0).clamp_min(1e-12)
+
+
+def destretched(matrix: torch.Tensor, public: torch.Tensor) -> torch.Tensor:
+    """Columns standardised, then scaled to the public matrix's mean column scale.
 
     A secret rotation spreads variance evenly over dimensions, so a per-dimension scaling applied after
     it (``tilt`` then ``inflate``) shows up as unequal column scales, which this undoes approximately.
     """
-    target = centred(public)
-    return standardized(shaken) * float(target.std(dim=0).mean()), target
+    return standardized(matrix) * float(centred(public).std(dim=0).mean())
 
 
+# Each space: how the shaken rows are transformed, and how the public rows are (given the public matrix).
 SPACES = {
-    "centred": lambda shaken, public: (centred(shaken), centred(public)),
-    "whitened": lambda shaken, public: (whitened(shaken), whitened(public)),
-    "standardized": lambda shaken, public: (standardized(shaken), standardized(public)),
-    "destretched": _destretched,
+    "centred": (lambda shaken, public: centred(shaken), centred),
+    "whitened": (lambda shaken, public: whitened(shaken), whitened),
+    "standardized": (lambda shaken, public: standardized(shaken), standardized),
+    "destretched": (destretched, centred),
 }
 
 
@@ -93,10 +99,13 @@ class AttackContext:
         return self.public.candidates()
 
     def space(self, name: str) -> Space:
-        """The shaken and public rows in one of :data:`SPACES`, built on first use."""
+        """The shaken and public rows in one of :data:`SPACES`, built on first use; the public side
+        is shared by every attack on the same public knowledge."""
         if name not in self._spaces:
-            shaken, public = SPACES[name](self.view.embedding, self.public.embedding)
-            self._spaces[name] = Space(name, shaken.float(), public.float())
+            shaken_transform, public_transform = SPACES[name]
+            public = self.public.derived(f"space/{name}", lambda: public_transform(self.public.embedding))
+            shaken = shaken_transform(self.view.embedding, self.public.embedding)
+            self._spaces[name] = Space(name, shaken, public)
         return self._spaces[name]
 
     def guess_from(self, space: Space, rotation: torch.Tensor | None = None) -> torch.Tensor:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -36,6 +37,13 @@ class PublicKnowledge:
     embedding: torch.Tensor  # plaintext vocabulary x hidden
     prior: torch.Tensor  # counts per plaintext id, from text disjoint from the private data
     special_ids: tuple[int, ...]
+    _derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def derived(self, name: str, compute: Callable[[], Any]) -> Any:
+        """A quantity computed from the public knowledge alone, kept for every later attack."""
+        if name not in self._derived:
+            self._derived[name] = compute()
+        return self._derived[name]
 
     @property
     def vocab_size(self) -> int:

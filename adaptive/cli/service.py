@@ -1,0 +1,216 @@
+"""CLI commands of the service: serve, targets, reoptimise, schedule add|list|remove, run-job (internal)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, stderr
+from adaptive.cli.search import StorageOption
+from adaptive.runs import execute_run, queue_run, raise_on_sigterm
+from adaptive.scheduler import add_schedule, list_schedules, make_scheduler, remove_schedule
+from operators.errors import SettingsError
+from storage.engine import storage_url
+from storage.repository import Repository
+
+TOKEN_ENV = "SHAKETUNE_API_TOKEN"
+
+schedule_app = typer.Typer(help="Re-optimisation schedules (kept in the database; the service runs them).")
+
+
+def serve(
+    storage: str | None = StorageOption,
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; see README before exposing it."),
+    port: int = typer.Option(8600, "--port", min=1, max=65535),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", help=f"Require this bearer token (else ${TOKEN_ENV}, if set)."
+    ),
+) -> None:
+    """Run the HTTP service (OpenAPI at /docs) with its scheduler, until interrupted."""
+    import uvicorn
+
+    from adaptive.service.app import create_app
+
+    url = storage_url(storage)
+    token = read_token(token_file)
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        stderr.print(
+            f"[yellow]warning:[/] binding {host} without a token: anyone who reaches it can use the API; "
+            "give --token-file or put it behind a reverse proxy that authenticates",
+            highlight=False,
+        )
+    uvicorn.run(create_app(url, token), host=host, port=port, log_level="warning")
+
+
+def read_token(path: Path | None) -> str | None:
+    """The API token from a file (refused if others can read it) or the environment."""
+    if path is None:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+        if not token:
+            return None
+    else:
+        if not path.is_file():
+            raise SettingsError(f"token file not found: {path}")
+        if path.stat().st_mode & 0o077:
+            raise SettingsError(
+                f"token file {path} is readable by others; restrict it with: chmod 600 {path}"
+            )
+        token = path.read_text().strip()
+    if len(token) < 16:
+        raise SettingsError("the API token must be at least 16 characters")
+    return token
+
+
+def run_job(
+    run_id: int = typer.Argument(..., help="Run id (from the runs table)."),
+    storage: str | None = StorageOption,
+) -> None:
+    """Execute one queued run (the service starts this in a worker process)."""
+    raise_on_sigterm()
+    run = execute_run(run_id, storage_url(storage))
+    typer.echo(f"run {run.id} ({run.study_name}): {run.state}: {run.message}")
+    if run.state != "succeeded":
+        sys.exit(1)
+
+
+def reoptimise(
+    target: str = typer.Argument(..., help="Target name."),
+    storage: str | None = StorageOption,
+    trials: int | None = typer.Option(None, "--trials", min=1, help="Default: the target's trials per run."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Re-optimise a target now, in this process: a new study warm-started from its previous one."""
+    url = storage_url(storage)
+    repository = Repository(url)
+    run = queue_run(repository, target, "reoptimise", trials)
+    with progress_bar() as bar:
+        task = bar.add_task(f"{run.study_name}", total=None)
+
+        def stage(name: str, done: int, total: int) -> None:
+            bar.update(task, description=f"{run.study_name}: {name} {done}/{total}")
+
+        run = execute_run(run.id, url, stage)
+    current = repository.current_selection(target)
+    emit(
+        {
+            "target": target,
+            "study": run.study_name,
+            "state": run.state,
+            "decision": run.message,
+            "warm_start_from": run.warm_start_from,
+            "selection": None
+            if current is None
+            else {
+                "study": current.study_name,
+                "trial": current.trial_number,
+                "accuracy": current.accuracy,
+                "leakage": current.leakage,
+                "cost_gflops": current.cost_gflops,
+                "settings": current.settings,
+            },
+        },
+        as_json,
+        [f"{run.study_name}: {run.state}; {run.message}"],
+    )
+
+
+def targets(storage: str | None = StorageOption, as_json: bool = JsonOption) -> None:
+    """List targets with their current selection."""
+    repository = Repository(storage_url(storage))
+    rows = []
+    for target in repository.targets():
+        current = repository.current_selection(target.name)
+        rows.append(
+            {
+                "target": target.name,
+                "model": target.model,
+                "policy": target.policy,
+                "caps": target.caps,
+                "last_study": target.last_study,
+                "selection": None
+                if current is None
+                else {
+                    "study": current.study_name,
+                    "trial": current.trial_number,
+                    "accuracy": current.accuracy,
+                    "leakage": current.leakage,
+                    "cost_gflops": current.cost_gflops,
+                },
+            }
+        )
+    lines = [
+        f"{r['target']}: model {r['model']}, policy {r['policy']}, "
+        + (
+            f"selected trial {r['selection']['trial']} of {r['selection']['study']}"
+            if r["selection"]
+            else "nothing selected"
+        )
+        for r in rows
+    ] or ["no targets"]
+    emit({"targets": rows}, as_json, lines)
+
+
+@schedule_app.command("add")
+@handle_errors
+def schedule_add(
+    target: str = typer.Option(..., "--target", help="Target to re-optimise."),
+    cron: str | None = typer.Option(None, "--cron", help="Five-field crontab, UTC, e.g. '0 3 * * 1'."),
+    every: float | None = typer.Option(None, "--every", help="Alternatively: every this many seconds."),
+    storage: str | None = StorageOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Add a re-optimisation schedule for a target."""
+    url = storage_url(storage)
+    scheduler = make_scheduler(url, running=False)
+    try:
+        made = add_schedule(scheduler, url, target, cron, every)
+    finally:
+        scheduler.shutdown(wait=False)
+    emit(
+        {"id": made.id, "target": made.target, "trigger": made.trigger},
+        as_json,
+        [f"added {made.id}: {made.trigger}"],
+    )
+
+
+@schedule_app.command("list")
+@handle_errors
+def schedule_list(storage: str | None = StorageOption, as_json: bool = JsonOption) -> None:
+    """List schedules."""
+    scheduler = make_scheduler(storage_url(storage), running=False)
+    try:
+        found = list_schedules(scheduler)
+    finally:
+        scheduler.shutdown(wait=False)
+    rows = [{"id": s.id, "target": s.target, "trigger": s.trigger} for s in found]
+    emit(
+        {"schedules": rows},
+        as_json,
+        [f"{r['id']}: {r['target']} {r['trigger']}" for r in rows] or ["no schedules"],
+    )
+
+
+@schedule_app.command("remove")
+@handle_errors
+def schedule_remove(
+    schedule_id: str = typer.Argument(..., help="Schedule id (from 'schedule list')."),
+    storage: str | None = StorageOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Remove a schedule."""
+    scheduler = make_scheduler(storage_url(storage), running=False)
+    try:
+        remove_schedule(scheduler, schedule_id)
+    finally:
+        scheduler.shutdown(wait=False)
+    emit({"removed": schedule_id}, as_json, [f"removed {schedule_id}"])
+
+
+def register(app: typer.Typer) -> None:
+    for command in (serve, reoptimise, targets):
+        app.command(command.__name__)(handle_errors(command))
+    app.command("run-job", hidden=True)(handle_errors(run_job))
+    app.add_typer(schedule_app, name="schedule")

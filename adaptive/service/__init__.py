@@ -1,0 +1,1 @@
+"""The HTTP service (FastAPI): automated operator selection, studies in background workers, schedules."""

@@ -1,0 +1,353 @@
+"""The HTTP service: targets, their selected settings, studies run by background workers, schedules.
+
+Errors are JSON ``{"message": ...}`` with a 4xx status for anything the client can fix and a plain 500
+otherwise; no stack trace is ever sent. No key exists in the service, so none can be served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import optuna
+from fastapi import FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from adaptive.budget import completed
+from adaptive.runs import (
+    NotFound,
+    RunConflict,
+    SearchTemplate,
+    cancel_run,
+    launch,
+    queue_run,
+    reap_children,
+    register_target,
+    resume_interrupted,
+)
+from adaptive.scheduler import add_schedule, list_schedules, make_scheduler, remove_schedule
+from adaptive.service import schemas
+from adaptive.space import SearchSpace
+from adaptive.study import Caps, feasible_front, objectives_of, study_exists
+from objectives.task import TaskSpec
+from objectives.trial import Fidelity
+from operators.errors import ShaketuneError
+from storage.engine import optuna_storage, redacted, storage_url
+from storage.repository import ACTIVE_STATES, Repository, RunRecord, TargetRecord
+
+MAX_BODY_BYTES = 64 * 1024
+log = logging.getLogger("shaketune.service")
+
+
+class BodyLimit:
+    """Refuse request bodies larger than ``limit`` bytes with 413, before the app reads them."""
+
+    def __init__(self, app: Any, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self._refuse(send)
+            more = message.get("more_body", False)
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Any) -> None:
+        payload = json.dumps({"message": f"request body larger than {self.limit} bytes"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+class BearerToken:
+    """Require ``Authorization: Bearer TOKEN`` on every path but /health (constant-time comparison)."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app, self.expected = app, f"Bearer {token}".encode()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") == "/health":
+            return await self.app(scope, receive, send)
+        given = dict(scope.get("headers", [])).get(b"authorization", b"")
+        if hmac.compare_digest(given, self.expected):
+            return await self.app(scope, receive, send)
+        payload = json.dumps({"message": "missing or wrong bearer token"}).encode()
+        headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _target_out(record: TargetRecord) -> schemas.TargetOut:
+    return schemas.TargetOut(
+        name=record.name,
+        model=record.model,
+        task={k: v for k, v in record.task.items() if k != "describe"},
+        caps=record.caps,
+        policy=record.policy,
+        search=record.search,
+        last_study=record.last_study,
+        created_at=record.created_at,
+    )
+
+
+def create_app(url: str | None = None, token: str | None = None) -> FastAPI:
+    """The service on one database URL; schedules run while the app runs; with ``token``, every
+    request but /health must carry it as a bearer token."""
+    url = storage_url(url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        app.state.repository = Repository(url)
+        app.state.storage = optuna_storage(url)
+        app.state.scheduler = make_scheduler(url, running=True)
+        relaunched = resume_interrupted(app.state.repository, url)
+        if relaunched:
+            log.warning("relaunched interrupted runs %s", relaunched)
+        stop = threading.Event()
+
+        def supervise() -> None:
+            while not stop.wait(1.0):
+                reap_children()
+
+        threading.Thread(target=supervise, name="reaper", daemon=True).start()
+        try:
+            yield
+        finally:
+            stop.set()
+            app.state.scheduler.shutdown(wait=False)
+
+    app = FastAPI(
+        title="shaketune",
+        version="0.1.0",
+        description="Chooses CypherTalk shaking settings for private fine-tuning; serves them to automated "
+        "clients and re-optimises on schedules.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimit)
+    if token:
+        app.add_middleware(BearerToken, token=token)
+
+    def repository(request: Request) -> Repository:
+        return request.app.state.repository
+
+    def target_or_404(request: Request, name: str) -> TargetRecord:
+        record = repository(request).get_target(name)
+        if record is None:
+            raise NotFound(f"no target named {name!r}")
+        return record
+
+    def study_out(request: Request, run: RunRecord) -> schemas.StudyOut:
+        done = stopped = 0
+        best = None
+        storage = request.app.state.storage
+        if study_exists(run.study_name, storage):
+            study = optuna.load_study(study_name=run.study_name, storage=storage)
+            done = completed(study)
+            stopped = sum(bool(t.user_attrs.get("stopped_early")) for t in study.get_trials(deepcopy=False))
+            target = repository(request).get_target(run.target)
+            front = feasible_front(study, Caps.from_dict(target.caps))
+            if front:
+                accuracy, cost, leakage = objectives_of(front[0])
+                best = schemas.BestPoint(
+                    trial=front[0].number, accuracy=accuracy, cost_gflops=cost, leakage=leakage
+                )
+        return schemas.StudyOut(
+            study=run.study_name,
+            target=run.target,
+            run=run.id,
+            kind=run.kind,
+            state=run.state,
+            message=run.message,
+            trials_requested=run.trials,
+            trials_done=done,
+            trials_stopped_early=stopped,
+            warm_start_from=run.warm_start_from,
+            best_feasible=best,
+            created_at=run.created_at,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+        )
+
+    # --- errors ------------------------------------------------------------------------------------
+    @app.exception_handler(NotFound)
+    async def not_found(_request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"message": str(exc)}, status_code=404)
+
+    @app.exception_handler(RunConflict)
+    async def conflict(_request: Request, exc: RunConflict) -> JSONResponse:
+        return JSONResponse({"message": str(exc)}, status_code=409)
+
+    @app.exception_handler(ShaketuneError)
+    async def bad_input(_request: Request, exc: ShaketuneError) -> JSONResponse:
+        return JSONResponse({"message": str(exc)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "problem": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{e['field'] or 'body'}: {e['problem']}" for e in errors)
+        return JSONResponse({"message": f"invalid request: {summary}", "detail": errors}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"message": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def internal(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error")
+        return JSONResponse({"message": "internal error; see the service log"}, status_code=500)
+
+    errors = {code: {"model": schemas.ErrorOut} for code in (400, 404, 409, 413, 422)}
+
+    # --- routes ------------------------------------------------------------------------------------
+    @app.get("/health", response_model=schemas.Health)
+    def health(request: Request) -> schemas.Health:
+        active = len(repository(request).runs(states=ACTIVE_STATES))
+        return schemas.Health(
+            status="ok",
+            storage=redacted(url),
+            scheduler=request.app.state.scheduler.running,
+            active_runs=active,
+        )
+
+    @app.post("/targets", response_model=schemas.TargetOut, status_code=201, responses=errors)
+    def create_target(body: schemas.TargetIn, request: Request) -> schemas.TargetOut:
+        """Register a target (model + task data + caps + policy + how to search); idempotent per name."""
+        task = TaskSpec.from_dict(body.task.model_dump())
+        search = body.search
+        space = search.space.model_dump(exclude_none=True)
+        template = SearchTemplate(
+            search.trials,
+            search.sampler,
+            search.seed,
+            Fidelity(**search.fidelity.model_dump()),
+            SearchSpace.from_dict(space),
+        )
+        caps = Caps(**body.caps.model_dump())
+        record = register_target(
+            repository(request), body.name, body.model, task, caps, body.policy, template
+        )
+        return _target_out(record)
+
+    @app.get("/targets", response_model=list[schemas.TargetOut])
+    def targets(request: Request) -> list[schemas.TargetOut]:
+        return [_target_out(t) for t in repository(request).targets()]
+
+    @app.get("/targets/{name}", response_model=schemas.TargetOut, responses=errors)
+    def target(name: str, request: Request) -> schemas.TargetOut:
+        return _target_out(target_or_404(request, name))
+
+    def selection_out(record: Any) -> schemas.SelectionOut:
+        return schemas.SelectionOut(
+            target=record.target,
+            study=record.study_name,
+            trial=record.trial_number,
+            policy=record.policy,
+            decision=record.decision,
+            reason=record.reason,
+            accuracy=record.accuracy,
+            cost_gflops=record.cost_gflops,
+            leakage=record.leakage,
+            caps=record.caps,
+            settings=record.settings,
+            created_at=record.created_at,
+        )
+
+    @app.get("/targets/{name}/selection", response_model=schemas.SelectionOut, responses=errors)
+    def selection(name: str, request: Request) -> schemas.SelectionOut:
+        """The settings this target uses now: what a client asks before each private tuning job."""
+        target_or_404(request, name)
+        record = repository(request).current_selection(name)
+        if record is None:
+            raise NotFound(f"target {name!r} has no selected settings yet: start a study (POST /studies)")
+        return selection_out(record)
+
+    @app.get("/targets/{name}/selections", response_model=list[schemas.SelectionOut], responses=errors)
+    def selections(name: str, request: Request) -> list[schemas.SelectionOut]:
+        """Every decision about the target's settings, oldest first, each with its reason."""
+        target_or_404(request, name)
+        return [selection_out(s) for s in repository(request).selections(name)]
+
+    @app.post(
+        "/targets/{name}/reoptimise", response_model=schemas.StudyOut, status_code=202, responses=errors
+    )
+    def reoptimise(name: str, request: Request, body: schemas.ReoptimiseIn | None = None) -> schemas.StudyOut:
+        """Start a re-optimisation now, warm-started from the target's previous study."""
+        target_or_404(request, name)
+        run = queue_run(repository(request), name, "reoptimise", body.trials if body else None)
+        launch(run.id, url)
+        return study_out(request, run)
+
+    @app.post("/studies", response_model=schemas.StudyOut, status_code=202, responses=errors)
+    def start_study(body: schemas.StudyIn, request: Request) -> schemas.StudyOut:
+        """Start an optimisation for a target in a background worker; poll GET /studies/{study}."""
+        target_or_404(request, body.target)
+        run = queue_run(repository(request), body.target, "study", body.trials, body.warm_start)
+        launch(run.id, url)
+        return study_out(request, run)
+
+    @app.get("/studies", response_model=list[schemas.StudyOut])
+    def studies(request: Request, target: str | None = None) -> list[schemas.StudyOut]:
+        return [study_out(request, run) for run in repository(request).runs(target)]
+
+    @app.get("/studies/{study}", response_model=schemas.StudyOut, responses=errors)
+    def study(study: str, request: Request) -> schemas.StudyOut:
+        run = repository(request).run_for_study(study)
+        if run is None:
+            raise NotFound(f"no study named {study!r} was started by this service")
+        return study_out(request, run)
+
+    @app.post("/studies/{study}/cancel", response_model=schemas.StudyOut, status_code=202, responses=errors)
+    def cancel(study: str, request: Request) -> schemas.StudyOut:
+        return study_out(request, cancel_run(repository(request), study))
+
+    @app.post("/schedules", response_model=schemas.ScheduleOut, status_code=201, responses=errors)
+    def create_schedule(body: schemas.ScheduleIn, request: Request) -> schemas.ScheduleOut:
+        """Re-optimise a target on a cron expression (UTC) or every N seconds; kept across restarts."""
+        made = add_schedule(request.app.state.scheduler, url, body.target, body.cron, body.interval_seconds)
+        return schemas.ScheduleOut(**vars(made))
+
+    @app.get("/schedules", response_model=list[schemas.ScheduleOut])
+    def schedules(request: Request, target: str | None = None) -> list[schemas.ScheduleOut]:
+        return [schemas.ScheduleOut(**vars(s)) for s in list_schedules(request.app.state.scheduler, target)]
+
+    @app.delete("/schedules/{schedule_id}", status_code=204, responses=errors)
+    def delete_schedule(schedule_id: str, request: Request) -> Response:
+        remove_schedule(request.app.state.scheduler, schedule_id)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    return app

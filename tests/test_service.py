@@ -1,0 +1,153 @@
+"""The HTTP service on a real server process: targets, studies in background workers, selections,
+schedules that survive a restart, and clear 4xx answers to bad requests."""
+
+import json
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from tests.cli import remember_seed, run
+from tests.service import Service, tiny_target
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("service")
+    server = Service(f"sqlite:///{workdir / 'service.db'}", workdir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def finished_study(service, sst2):
+    assert service.client.post("/targets", json=tiny_target("sst2-tiny", sst2)).status_code == 201
+    missing = service.client.get("/targets/sst2-tiny/selection")
+    assert missing.status_code == 404 and "no selected settings yet" in missing.json()["message"]
+    started = service.client.post("/studies", json={"target": "sst2-tiny"})
+    assert started.status_code == 202 and started.json()["state"] == "queued"
+    return service.wait_for(started.json()["study"])
+
+
+def test_round_trip_register_study_select(service, finished_study, tmp_path):
+    assert finished_study["state"] == "succeeded", finished_study
+    assert finished_study["trials_done"] == 2 and finished_study["best_feasible"] is not None
+    selection = service.client.get("/targets/sst2-tiny/selection")
+    assert selection.status_code == 200
+    body = selection.json()
+    assert body["study"] == finished_study["study"] and body["decision"] == "selected"
+    assert body["reason"].startswith("first selection")
+    assert "seed" not in json.dumps(body)  # settings only: no key material is ever served
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps(body["settings"]))
+    run("keygen", "--settings", str(settings), "--out", str(tmp_path / "owner.key"))  # a client makes its key
+    remember_seed(tmp_path / "owner.key")
+
+
+def test_reoptimise_warm_starts_and_records_its_decision(service, finished_study):
+    started = service.client.post("/targets/sst2-tiny/reoptimise", json={"trials": 1})
+    assert started.status_code == 202
+    done = service.wait_for(started.json()["study"])
+    assert done["state"] == "succeeded" and done["warm_start_from"] == finished_study["study"]
+    history = service.client.get("/targets/sst2-tiny/selections").json()
+    assert len(history) == 2 and history[1]["reason"]
+    # the warm start replays the previous best exactly, so nothing better can appear in one trial
+    assert history[1]["decision"] == "kept" and history[1]["reason"].startswith("kept trial")
+
+
+def test_bad_requests_get_clear_4xx_and_the_service_keeps_serving(service):
+    client = service.client
+    cases = [
+        (client.get("/targets/unknown/selection"), 404, "no target named 'unknown'"),
+        (client.post("/studies", json={"target": "unknown"}), 404, "no target named 'unknown'"),
+        (client.post("/schedules", json={"target": "sst2-tiny", "cron": "every day"}), 400, "malformed cron"),
+        (
+            client.post("/schedules", json={"target": "sst2-tiny"}),
+            422,
+            "exactly one of cron or interval_seconds",
+        ),
+        (
+            client.post(
+                "/targets",
+                json={
+                    "name": "x",
+                    "task": {"train": "a", "eval": "b", "public": "c"},
+                    "caps": {"max_leakage": -0.5},
+                },
+            ),
+            422,
+            "caps.max_leakage: Input should be greater than or equal to 0",
+        ),
+        (
+            client.post(
+                "/targets", content=b"{" + b" " * 70_000 + b"}", headers={"content-type": "application/json"}
+            ),
+            413,
+            "larger than",
+        ),
+        (
+            client.post("/targets", content=b"not json", headers={"content-type": "application/json"}),
+            422,
+            "invalid request",
+        ),
+        (client.post("/studies/nope/cancel"), 404, "no run with study 'nope'"),
+        (client.delete("/schedules/nope"), 404, "no schedule 'nope'"),
+    ]
+    for response, code, message in cases:
+        assert response.status_code == code, response.text
+        assert message in response.json()["message"]
+        assert "Traceback" not in response.text
+    assert client.get("/health").json()["status"] == "ok"
+
+
+def test_openapi_is_published(service):
+    schema = service.client.get("/openapi.json").json()
+    assert {
+        "/health",
+        "/targets",
+        "/targets/{name}/selection",
+        "/studies",
+        "/studies/{study}/cancel",
+        "/schedules",
+    } <= set(schema["paths"])
+
+
+def test_schedule_survives_a_restart_and_fires(tmp_path, sst2):
+    storage = f"sqlite:///{tmp_path / 'scheduled.db'}"
+    first = Service(storage, tmp_path)
+    assert first.client.post("/targets", json=tiny_target("nightly", sst2, trials=1)).status_code == 201
+    made = first.client.post("/schedules", json={"target": "nightly", "interval_seconds": 8})
+    assert made.status_code == 201
+    first.stop()  # before the first firing
+    restarted_at = datetime.now(timezone.utc)
+    second = Service(storage, tmp_path)
+    try:
+        listed = second.client.get("/schedules").json()
+        assert [s["id"] for s in listed] == [made.json()["id"]]
+        deadline = time.time() + 60
+        scheduled = []
+        while not scheduled and time.time() < deadline:
+            scheduled = [s for s in second.client.get("/studies").json() if s["kind"] == "scheduled"]
+            time.sleep(0.5)
+        assert scheduled, "the schedule did not fire after the restart"
+        created = datetime.fromisoformat(scheduled[0]["created_at"]).replace(tzinfo=timezone.utc)
+        assert created >= restarted_at.replace(microsecond=0)
+        assert second.client.delete(f"/schedules/{made.json()['id']}").status_code == 204
+        assert second.wait_for(scheduled[0]["study"])["state"] == "succeeded"
+        assert second.client.get("/targets/nightly/selection").status_code == 200
+    finally:
+        second.stop()
+
+
+def test_a_token_protects_everything_but_health(tmp_path, monkeypatch):
+    token = "s3cret-token-0123456789"
+    monkeypatch.setenv("SHAKETUNE_API_TOKEN", token)
+    server = Service(f"sqlite:///{tmp_path / 'token.db'}", tmp_path)
+    try:
+        assert server.client.get("/health").status_code == 200
+        refused = server.client.get("/targets")
+        assert refused.status_code == 401 and refused.json()["message"] == "missing or wrong bearer token"
+        assert server.client.get("/targets", headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert server.client.get("/targets", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    finally:
+        server.stop()

@@ -1,0 +1,109 @@
+"""Helpers for scale-out tests: a throw-away PostgreSQL database, tiny studies, worker processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from storage.engine import optuna_storage
+from tests.cli import run
+
+PG_ADMIN = os.environ.get("SHAKETUNE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards; yields its SQLAlchemy URL."""
+    import psycopg
+
+    name = f"shaketune_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        from storage.engine import get_engine
+
+        get_engine.cache_clear()  # engines of this process pointed at the database being dropped
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def create_study(storage: str, study: str, sst2: Path, *extra: str) -> dict:
+    """``optimize --trials 0``: a study at the smallest fidelity, ready for workers."""
+    return run(
+        "optimize",
+        "--study",
+        study,
+        "--storage",
+        storage,
+        "--trials",
+        "0",
+        "--train",
+        str(sst2 / "train.tsv"),
+        "--eval",
+        f"{sst2 / 'dev.tsv'}[0:24]",
+        "--public",
+        f"{sst2 / 'dev.tsv'}[1000:]",
+        "--train-size",
+        "32",
+        "--max-length",
+        "16",
+        "--steps",
+        "2",
+        "--learning-rates",
+        "1e-4",
+        "--batch-size",
+        "8",
+        *extra,
+    )
+
+
+def start_worker(storage: str, study: str, budget: int, log: Path, heartbeat: int = 1) -> subprocess.Popen:
+    """``shaketune worker`` in its own process (one torch thread: two of them share the 2 cores)."""
+    env = {**os.environ, "SHAKETUNE_HEARTBEAT_SECONDS": str(heartbeat), "HF_HUB_OFFLINE": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "adaptive",
+        "worker",
+        "--study",
+        study,
+        "--storage",
+        storage,
+        "--trials",
+        str(budget),
+        "--threads",
+        "1",
+        "--json",
+    ]
+    return subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+
+
+def trials(storage: str, study: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=study, storage=optuna_storage(storage)).get_trials(deepcopy=False)
+
+
+def wait_until(condition, timeout: float = 120, every: float = 0.3, message: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"{message} not met within {timeout} s")
+
+
+def states(storage: str, study: str) -> dict[str, int]:
+    found = trials(storage, study)
+    return {state.name: sum(t.state == state for t in found) for state in TrialState}
