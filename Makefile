@@ -40,6 +40,8 @@ test: lint browser
 bench: $(STAMP)
 	$(BIN)/python bench/bench_implant.py
 	$(BIN)/python bench/bench_trial.py --sst2 $(SST2)
+	$(BIN)/python bench/bench_search.py --sst2 $(SST2)
+	$(BIN)/python bench/bench_workers.py --sst2 $(SST2)
 
 clean:
 	rm -rf $(VENV) demo-out flow-demo-out .pytest_cache .ruff_cache *.egg-info

@@ -8,8 +8,8 @@ from pathlib import Path
 import optuna
 
 from adaptive.study import OBJECTIVES, Caps, feasible_front, is_measured, objectives_of, study_config
+from objectives.trial import TrialSettings
 from operators.atomic import directory_atomic
-from operators.settings import ShakeSettings
 
 PAIRS = [(0, 2), (0, 1), (2, 1)]  # accuracy-leakage, accuracy-cost, leakage-cost
 
@@ -40,8 +40,7 @@ def _table(study: optuna.Study, caps: Caps) -> str:
     for trial in feasible_front(study, caps):
         accuracy, cost, leakage = objectives_of(trial)
         attrs = trial.user_attrs
-        settings = ShakeSettings.from_dict({k: v for k, v in attrs["settings"].items() if k != "tuning"})
-        tuning = attrs["settings"]["tuning"]
+        settings = TrialSettings.from_dict(attrs["settings"])
         rows.append(
             "<tr>"
             + "".join(
@@ -53,8 +52,8 @@ def _table(study: optuna.Study, caps: Caps) -> str:
                     f"{leakage:.4f}",
                     attrs.get("strongest_attack", ""),
                     f"{cost:,.0f}",
-                    settings.describe(),
-                    f"{tuning['steps']} steps, lr {tuning['learning_rate']:g}, {tuning['mode']}",
+                    settings.shaking.describe(),
+                    settings.describe_budget(),
                 )
             )
             + "</tr>"

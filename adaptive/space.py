@@ -2,7 +2,8 @@
 
 Parameters: ``coverage`` (the horizontal share), one ``use_<op>`` switch per vertical operator (which
 operators, hence how many), and for each switched-on operator ``<op>.intensity`` and ``<op>.dimension``
-(conditional parameters); then ``tuning.steps``, ``tuning.learning_rate`` and ``tuning.mode``. The
+(conditional parameters); ``recovery.steps`` and, when above 0, ``recovery.part`` (recovery training on
+public text); then ``tuning.steps``, ``tuning.learning_rate`` and ``tuning.mode``. The
 chain applies the chosen operators in a fixed order: linear maps first (tilt, inflate, addv), noise
 last. The budget takes values from short lists so that plaintext references are shared between trials.
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 import optuna
 
+from objectives.recovery_training import RECOVERY_OBJECTIVES, RECOVERY_PARTS, RecoveryBudget
 from objectives.trial import TrialSettings
 from objectives.tuning import TUNING_MODES, TuningBudget
 from operators.errors import SettingsError
@@ -43,6 +45,9 @@ class SearchSpace:
     learning_rates: tuple[float, ...] = (3e-5, 1e-4)
     modes: tuple[str, ...] = TUNING_MODES
     batch_size: int = 16
+    recovery_steps: tuple[int, ...] = (0, 200)
+    recovery_parts: tuple[str, ...] = ("all", "embeddings")
+    recovery_objective: str = "distill"
 
     def __post_init__(self) -> None:
         low, high = self.coverage
@@ -55,6 +60,13 @@ class SearchSpace:
             raise SettingsError("steps must be positive integers")
         if not self.learning_rates or not all(0 < lr < 1 for lr in self.learning_rates):
             raise SettingsError("learning rates must lie in (0, 1)")
+        if not self.recovery_steps or min(self.recovery_steps) < 0:
+            raise SettingsError("recovery steps must be integers >= 0 (0: no recovery training)")
+        bad_parts = [p for p in self.recovery_parts if p not in RECOVERY_PARTS]
+        if not self.recovery_parts or bad_parts:
+            raise SettingsError(f"recovery parts must be among {', '.join(RECOVERY_PARTS)}")
+        if self.recovery_objective not in RECOVERY_OBJECTIVES:
+            raise SettingsError(f"recovery objective must be one of {', '.join(RECOVERY_OBJECTIVES)}")
         bad_modes = [m for m in self.modes if m not in TUNING_MODES]
         if not self.modes or bad_modes:
             raise SettingsError(f"tuning modes must be among {', '.join(TUNING_MODES)}")
@@ -66,6 +78,7 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
         tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        tuples.setdefault("recovery_steps", (0,))  # stored before recovery training was searched
         return cls(**tuples)
 
     # --- Optuna ------------------------------------------------------------------------------------
@@ -78,13 +91,20 @@ class SearchSpace:
                 intensity = trial.suggest_float(f"{op}.intensity", *INTENSITY_RANGES[op])
                 dimension = trial.suggest_float(f"{op}.dimension", *DIMENSION_RANGE)
                 chain.append(OperatorSettings(op, intensity, dimension))
+        recovery = RecoveryBudget()
+        recovery_steps = trial.suggest_categorical("recovery.steps", list(self.recovery_steps))
+        if recovery_steps > 0:
+            part = trial.suggest_categorical("recovery.part", list(self.recovery_parts))
+            recovery = RecoveryBudget(
+                recovery_steps, self.batch_size, part=part, objective=self.recovery_objective
+            )
         budget = TuningBudget(
             steps=trial.suggest_categorical("tuning.steps", list(self.steps)),
             batch_size=self.batch_size,
             learning_rate=trial.suggest_categorical("tuning.learning_rate", list(self.learning_rates)),
             mode=trial.suggest_categorical("tuning.mode", list(self.modes)),
         )
-        return TrialSettings(ShakeSettings(coverage, tuple(chain)), budget)
+        return TrialSettings(ShakeSettings(coverage, tuple(chain)), budget, recovery)
 
     def params_of(self, settings: TrialSettings) -> dict[str, Any]:
         """The parameters that make :meth:`suggest` return (the nearest point to) ``settings``.
@@ -101,6 +121,11 @@ class SearchSpace:
             if op in chosen:
                 params[f"{op}.intensity"] = _clip(chosen[op].intensity, INTENSITY_RANGES[op])
                 params[f"{op}.dimension"] = _clip(chosen[op].dimension, DIMENSION_RANGE)
+        recovery = settings.recovery
+        params["recovery.steps"] = min(self.recovery_steps, key=lambda s: abs(s - recovery.steps))
+        if params["recovery.steps"] > 0:
+            part = recovery.part if recovery.part in self.recovery_parts else self.recovery_parts[0]
+            params["recovery.part"] = part
         tuning = settings.tuning
         params["tuning.steps"] = min(self.steps, key=lambda s: abs(s - tuning.steps))
         params["tuning.learning_rate"] = min(

@@ -37,7 +37,7 @@ from objectives.trial import Fidelity, TrialRunner, TrialSettings  # noqa: E402
 from objectives.tuning import TuningBudget  # noqa: E402
 from operators.settings import ShakeSettings  # noqa: E402
 
-SPACE = SearchSpace(steps=(10, 20, 40), learning_rates=(1e-4, 3e-4), batch_size=8)
+SPACE = SearchSpace(steps=(10, 20, 40), learning_rates=(1e-4, 3e-4), batch_size=8, recovery_steps=(0,))
 FIDELITY = Fidelity(train_size=200, max_length=32)
 
 

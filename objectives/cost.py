@@ -67,11 +67,12 @@ def peak_memory_mb() -> float:
 
 @dataclass(frozen=True)
 class ModelShape:
-    """What compute depends on: non-embedding parameters, layers, hidden size."""
+    """What compute depends on: non-embedding parameters, layers, hidden size, vocabulary rows."""
 
     body_parameters: int
     layers: int
     hidden: int
+    vocab: int
 
     @classmethod
     def of(cls, model: nn.Module) -> ModelShape:
@@ -82,7 +83,8 @@ class ModelShape:
         config = model.config
         layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 1)
         hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 1)
-        return cls(int(body), int(layers), int(hidden))
+        vocab = model.get_input_embeddings().weight.shape[0]
+        return cls(int(body), int(layers), int(hidden), int(vocab))
 
     def forward_flops(self, shapes: Iterable[tuple[int, int]]) -> float:
         """Forward FLOPs over batches given as (rows, padded width)."""
@@ -114,3 +116,20 @@ def batch_shapes(
 ) -> list[tuple[int, int]]:
     """(rows, padded width) of each batch of example indices."""
     return [(len(rows), max(len(token_ids[i]) for i in rows)) for rows in batches]
+
+
+def recovery_flops(shape: ModelShape, shapes: Iterable[tuple[int, int]], part: str, objective: str) -> float:
+    """FLOPs of recovery training: the body as in tuning (weight gradients only where ``part`` trains)
+    plus, for ``lm``, the head's projection onto the whole vocabulary at every position or, for
+    ``distill``, the plaintext body's forward pass."""
+    from objectives.recovery_training import FIRST_LAYERS
+
+    multiplier = {"all": 3.0, "embeddings": 2.0}.get(
+        part, 2.0 + min(FIRST_LAYERS, shape.layers) / shape.layers
+    )
+    shapes = list(shapes)
+    tokens = sum(rows * width for rows, width in shapes)
+    body = shape.forward_flops(shapes)
+    if objective == "distill":
+        return (multiplier + 1.0) * body
+    return multiplier * body + 3.0 * 2.0 * tokens * shape.hidden * shape.vocab

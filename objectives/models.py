@@ -92,3 +92,39 @@ def _pretrained_classifier(name: str, num_labels: int) -> nn.Module:
 def pretrained_classifier(name: str, num_labels: int) -> nn.Module:
     """A fresh copy of the pretrained classifier; the weights are read from disk once per process."""
     return copy.deepcopy(_pretrained_classifier(name, num_labels))
+
+
+def language_model_loader(name: str) -> Any:
+    """The Auto class of ``name``'s pretraining objective: masked LM where it has one, else next-token."""
+    import transformers
+    from transformers.models.auto import modeling_auto
+
+    config = _load(transformers.AutoConfig.from_pretrained, name)
+    masked = config.model_type in modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    causal = config.model_type in modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    if masked and not getattr(config, "is_decoder", False):
+        return transformers.AutoModelForMaskedLM
+    if causal:
+        return transformers.AutoModelForCausalLM
+    raise ShaketuneError(f"model {name!r} has neither a masked-LM nor a next-token head to recover with")
+
+
+@functools.lru_cache(maxsize=2)
+def _pretrained_language_model(name: str) -> nn.Module:
+    import torch
+
+    loader = language_model_loader(name)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # a head the checkpoint lacks starts the same in every process
+        return _load(loader.from_pretrained, name).eval()
+
+
+def pretrained_language_model(name: str) -> nn.Module:
+    """A fresh copy of ``name`` with its language-model head (a new head where the checkpoint has none)."""
+    return copy.deepcopy(_pretrained_language_model(name))
+
+
+@functools.lru_cache(maxsize=2)
+def pretrained_body(name: str) -> nn.Module:
+    """The plaintext checkpoint as saved, loaded once per process; shared, so only ever read it."""
+    return load_as_saved(name)

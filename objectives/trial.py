@@ -8,6 +8,7 @@ plain function of its settings and seeds; it knows nothing of studies.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -28,6 +29,7 @@ from objectives.cost import (
     batch_shapes,
     implant_flops,
     peak_memory_mb,
+    recovery_flops,
     reset_peak_memory,
 )
 from objectives.data import DataError, label_ids
@@ -35,6 +37,7 @@ from objectives.encoded import encode_token_ids
 from objectives.evaluation import evaluate_accuracy
 from objectives.leakage import measure_leakage, public_knowledge
 from objectives.models import DEFAULT_MODEL, load_tokenizer, pretrained_classifier
+from objectives.recovery_training import RecoveryBudget, RecoveryRun, recovery_train_shaken, split_heldout
 from objectives.task import TaskSpec
 from objectives.tokens import length_sorted_batches, tokenize
 from objectives.tuning import TuningBudget, batch_plan, fine_tune
@@ -57,6 +60,7 @@ class Fidelity:
     eval_size: int | None = None  # None: every row of the evaluation source
     max_length: int = 64
     attack_tuned: bool = False  # also attack the embedding after private tuning
+    compare_recovery: bool = True  # with recovery training, also tune without it (accuracy_without_recovery)
 
     def __post_init__(self) -> None:
         if self.train_size < 1:
@@ -72,20 +76,24 @@ class Fidelity:
 
 @dataclass(frozen=True)
 class TrialSettings:
-    """Everything the search chooses: the shaking settings and the private-tuning budget."""
+    """Everything the search chooses: the shaking settings, the recovery-training and tuning budgets."""
 
     shaking: ShakeSettings
     tuning: TuningBudget = field(default_factory=TuningBudget)
+    recovery: RecoveryBudget = field(default_factory=RecoveryBudget)
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings-file form: shaking fields at the top (so ``keygen`` reads it) plus ``tuning``."""
-        return {**self.shaking.to_dict(), "tuning": self.tuning.to_dict()}
+        """The settings-file form: shaking fields at the top (so ``keygen`` reads it), ``tuning`` and,
+        when on, ``recovery`` (left out when off, so settings from before it existed keep their form)."""
+        recovery = {"recovery": self.recovery.to_dict()} if self.recovery.enabled else {}
+        return {**self.shaking.to_dict(), "tuning": self.tuning.to_dict(), **recovery}
 
     @classmethod
     def from_dict(cls, data: Any) -> TrialSettings:
         if not isinstance(data, dict):
             raise SettingsError("settings must be a JSON object")
-        shaking = ShakeSettings.from_dict({k: v for k, v in data.items() if k != "tuning"})
+        shaking = ShakeSettings.from_dict({k: v for k, v in data.items() if k not in ("tuning", "recovery")})
+        recovery = RecoveryBudget.from_dict(data.get("recovery", {}))
         tuning = data.get("tuning", {})
         if not isinstance(tuning, dict):
             raise SettingsError("tuning must be an object")
@@ -93,9 +101,17 @@ class TrialSettings:
         if unknown:
             raise SettingsError(f"unknown field(s) in tuning: {', '.join(unknown)}")
         try:
-            return cls(shaking, TuningBudget(**tuning))
+            return cls(shaking, TuningBudget(**tuning), recovery)
         except (TypeError, ValueError) as exc:
             raise SettingsError(f"tuning: {exc}") from None
+
+    def describe_budget(self) -> str:
+        """The tuning (and recovery-training) budget in one line, for tables."""
+        tuning = self.tuning
+        text = f"{tuning.steps} steps, lr {tuning.learning_rate:g}, {tuning.mode}"
+        if self.recovery.enabled:
+            text += f"; recovery {self.recovery.steps} steps ({self.recovery.part})"
+        return text
 
     def save(self, path: str | Path) -> Path:
         return write_file_atomic(path, (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode())
@@ -128,6 +144,8 @@ class TrialResult:
     peak_memory_mb: float
     accuracy: float | None = None
     plaintext_accuracy: float | None = None
+    accuracy_without_recovery: float | None = None  # same key and tuning, recovery training skipped
+    recovery: RecoveryRun | None = None
     stopped_early: bool = False
     leakage_report: StagedLeakage | None = field(default=None, repr=False, compare=False)
 
@@ -145,6 +163,8 @@ class TrialResult:
             "accuracy": self.accuracy,
             "plaintext_accuracy": self.plaintext_accuracy,
             "accuracy_gap": self.accuracy_gap,
+            "accuracy_without_recovery": self.accuracy_without_recovery,
+            "recovery": self.recovery.to_dict() if self.recovery else None,
             "leakage": self.leakage,
             "strongest_attack": self.strongest_attack,
             "attacks": self.attacks,
@@ -267,19 +287,30 @@ class TrialRunner:
 
     def flops(self, settings: TrialSettings, seed: int) -> dict[str, float]:
         """The deterministic cost of a setting, known before anything runs."""
-        model = self.pretrained()
         hidden = self.shape.hidden
-        vocab = model.get_input_embeddings().weight.shape[0]
         dims = [(op.op, dimension_count(op.dimension, hidden, op.op)) for op in settings.shaking.vertical]
         plan = batch_plan(len(self.data.train_ids), settings.tuning, seed)
         evaluation = length_sorted_batches([len(s) for s in self.data.eval_ids], EVAL_BATCH)
         return {
-            "implant": implant_flops(vocab, dims),
+            "implant": implant_flops(self.shape.vocab, dims),
             "tuning": self.shape.training_flops(
                 batch_shapes(self.data.train_ids, plan), settings.tuning.mode
             ),
             "inference": self.shape.forward_flops(batch_shapes(self.data.eval_ids, evaluation)),
+            "recovery": self._recovery_flops(settings.recovery, seed),
         }
+
+    def _recovery_flops(self, budget: RecoveryBudget, seed: int) -> float:
+        """Recovery training is paid once per key, however many tuning jobs reuse the key."""
+        if not budget.enabled:
+            return 0.0
+        corpus, _ = split_heldout(self.data.public_ids)
+        return recovery_flops(
+            self.shape,
+            batch_shapes(corpus, batch_plan(len(corpus), budget, seed)),
+            budget.part,
+            budget.objective,
+        )
 
     def reference_key(self, tuning: TuningBudget, seed: int) -> str:
         """Identifies a plaintext reference: task content, model, fidelity, budget and seed."""
@@ -340,11 +371,25 @@ class TrialRunner:
         if stop is not None and stop(leakage):
             return finish(stopped_early=True)
 
+        recovered: dict[str, Any] = {}
+        without_recovery = None
+        if settings.recovery.enabled:
+            if self.fidelity.compare_recovery:
+                without_recovery = copy.deepcopy(shaken)
+            with Stopwatch() as watch:
+                recovered["recovery"] = self._recovery_train(
+                    shaken, key, settings.recovery, tuning_seed, report
+                )
+            seconds["recovery"] = watch.time
+            with Stopwatch() as watch:
+                stages = dict(leakage.stages, recovered=self._attack(shaken, shaken_train, key, report))
+                leakage = StagedLeakage(stages)
+            seconds["attacks_recovered"] = watch.time
+            if stop is not None and stop(leakage):
+                return finish(stopped_early=True, **recovered)
+
         with Stopwatch() as watch:
-            advance = _counter("tuning", settings.tuning.steps, report)
-            fine_tune(
-                shaken, shaken_train, data.train_labels, settings.tuning, data.pad_id, tuning_seed, advance
-            )
+            self._tune(shaken, shaken_train, settings.tuning, tuning_seed, report)
         seconds["tuning"] = watch.time
 
         if self.fidelity.attack_tuned:
@@ -358,11 +403,39 @@ class TrialRunner:
             accuracy = evaluate_accuracy(shaken, data.eval_ids, data.eval_labels, data.pad_id, key=key)
         seconds["inference"] = watch.time
 
+        if without_recovery is not None:
+            with Stopwatch() as watch:
+                self._tune(without_recovery, shaken_train, settings.tuning, tuning_seed, report)
+                recovered["accuracy_without_recovery"] = evaluate_accuracy(
+                    without_recovery, data.eval_ids, data.eval_labels, data.pad_id, key=key
+                ).accuracy
+            seconds["without_recovery"] = watch.time
+
         report("plaintext reference", 0, 1)
         with Stopwatch() as watch:
             plaintext = self.plaintext_accuracy(settings.tuning, tuning_seed)
         seconds["plaintext_reference"] = watch.time
-        return finish(accuracy=accuracy.accuracy, plaintext_accuracy=plaintext)
+        return finish(accuracy=accuracy.accuracy, plaintext_accuracy=plaintext, **recovered)
+
+    def _tune(
+        self,
+        model: nn.Module,
+        shaken_train: list[list[int]],
+        budget: TuningBudget,
+        seed: int,
+        report: Progress,
+    ) -> None:
+        advance = _counter("tuning", budget.steps, report)
+        fine_tune(model, shaken_train, self.data.train_labels, budget, self.data.pad_id, seed, advance)
+
+    def _recovery_train(
+        self, shaken: nn.Module, key: ShakeKey, budget: RecoveryBudget, seed: int, report: Progress
+    ) -> RecoveryRun:
+        advance = _counter("recovery training", budget.steps, report)
+        public = self.data.public_ids
+        return recovery_train_shaken(
+            shaken, key, self.model_name, self.tokenizer, public, budget, seed, advance
+        )
 
     def _attack(
         self, shaken: nn.Module, shaken_train: list[list[int]], key: ShakeKey, report: Progress

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -74,7 +74,12 @@ def _trainable(model: nn.Module, mode: str) -> list[nn.Parameter]:
     return chosen
 
 
-def batch_plan(examples: int, budget: TuningBudget, seed: int = 0) -> list[list[int]]:
+class StepBudget(Protocol):
+    steps: int
+    batch_size: int
+
+
+def batch_plan(examples: int, budget: StepBudget, seed: int = 0) -> list[list[int]]:
     """The example indices of every step: seeded reshuffles, epoch after epoch (known before training)."""
     if examples == 0:
         raise ValueError("no training examples")

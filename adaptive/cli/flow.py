@@ -19,6 +19,8 @@ from objectives.models import (
     load_classifier,
     load_tokenizer,
 )
+from objectives.recovery_training import RECOVERY_PARTS, RecoveryBudget, recovery_train_shaken
+from objectives.task import DataSource
 from objectives.tokens import DEFAULT_MAX_LENGTH, tokenize
 from objectives.trial import TrialSettings
 from objectives.tuning import TUNING_MODES, TuningBudget, fine_tune
@@ -80,9 +82,38 @@ def shake(
     key_path: Path = KeyOption,
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the shaken model (new or empty)."),
     model: str = ModelOption,
+    public: str | None = typer.Option(
+        None,
+        "--recovery-data",
+        help="Public text for recovery training (file or hf:DATASET[:CONFIG]:SPLIT, optional [a:b]).",
+    ),
+    recovery_steps: int = typer.Option(
+        0, "--recovery-steps", min=0, help="Recovery-training steps (0: none)."
+    ),
+    recovery_part: str = typer.Option(
+        "all", "--recovery-part", help=f"What trains: {', '.join(RECOVERY_PARTS)}."
+    ),
+    recovery_lr: float = typer.Option(1e-4, "--recovery-learning-rate", min=0.0),
+    recovery_objective: str = typer.Option(
+        "distill",
+        "--recovery-objective",
+        help="distill (match the plaintext body) or lm (masked/next-token).",
+    ),
+    text_column: str = TextColumn,
+    max_length: int = MaxLength,
+    seed: int = typer.Option(0, "--seed", help="Seeds recovery training's masks, dropout and batch order."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Write the shaken model (save_pretrained format): what would be uploaded to the cloud."""
+    """Write the shaken model (save_pretrained format): what would be uploaded to the cloud.
+
+    With --recovery-steps, the shaken model is first recovery-trained on public text (here, on the
+    owner's side: the public text is encoded with the key and must not reach the cloud).
+    """
+    budget = RecoveryBudget(
+        recovery_steps, learning_rate=recovery_lr, part=recovery_part, objective=recovery_objective
+    )
+    if budget.enabled and public is None:
+        raise SettingsError("--recovery-steps needs --recovery-data (public text to train on)")
     key = load_key(key_path)
     tokenizer = load_tokenizer(model)
     key.check_tokenizer(tokenizer)
@@ -90,13 +121,35 @@ def shake(
     started = time.perf_counter()
     shake_model(loaded, key)
     seconds = time.perf_counter() - started
+    report: dict[str, Any] = {}
+    if budget.enabled:
+        texts = DataSource.parse(public).load_texts(text_column)
+        with progress_bar() as bar:
+            task = bar.add_task("recovery training", total=budget.steps)
+            run = recovery_train_shaken(
+                loaded,
+                key,
+                model,
+                tokenizer,
+                tokenize(tokenizer, texts, max_length),
+                budget,
+                seed,
+                advance=lambda n: bar.advance(task, n),
+            )
+        report["recovery"] = run.to_dict()
     with directory_atomic(out) as tmp:
         loaded.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+    lines = [f"wrote shaken model to {out} (key {key.fingerprint}, implanted in {seconds:.2f} s)"]
+    if budget.enabled:
+        lines.append(
+            f"recovery training: {run.steps} steps, held-out loss {run.heldout_loss_before:.3f} -> "
+            f"{run.heldout_loss_after:.3f}"
+        )
     emit(
-        {"out": str(out), "key_fingerprint": key.fingerprint, "implant_seconds": round(seconds, 4)},
+        {"out": str(out), "key_fingerprint": key.fingerprint, "implant_seconds": round(seconds, 4), **report},
         as_json,
-        [f"wrote shaken model to {out} (key {key.fingerprint}, implanted in {seconds:.2f} s)"],
+        lines,
     )
 
 

@@ -101,14 +101,22 @@ def measure(
             bar.update(tasks[stage], completed=done, total=total)
 
         result = runner.run(chosen, key_seed=seed, tuning_seed=seed, progress=progress)
-    tuning = chosen.tuning
+    lines = [
+        f"settings  {chosen.shaking.describe()} | tuning {chosen.describe_budget()}",
+        f"accuracy  {result.accuracy:.4f} (plaintext {result.plaintext_accuracy:.4f}, "
+        f"gap {result.accuracy_gap:+.4f})",
+    ]
+    if result.recovery is not None:
+        run = result.recovery
+        lines.append(
+            f"recovery  {run.steps} steps, held-out loss {run.heldout_loss_before:.3f} -> "
+            f"{run.heldout_loss_after:.3f}; accuracy without it {result.accuracy_without_recovery:.4f}"
+        )
     emit(
         result.to_dict(),
         as_json,
         [
-            f"settings  {chosen.shaking.describe()} | tuning {tuning.steps} steps, {tuning.mode}",
-            f"accuracy  {result.accuracy:.4f} (plaintext {result.plaintext_accuracy:.4f}, "
-            f"gap {result.accuracy_gap:+.4f})",
+            *lines,
             f"leakage   {result.leakage:.4f} (strongest: {result.strongest_attack})",
             f"cost      {result.cost_gflops:,.0f} GFLOP",
             "attacks   " + ", ".join(f"{k} {v:.3f}" for k, v in result.attacks.items()),

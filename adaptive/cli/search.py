@@ -33,7 +33,7 @@ from adaptive.study import (
 )
 from objectives.models import DEFAULT_MODEL
 from objectives.task import TaskSpec
-from objectives.trial import Fidelity
+from objectives.trial import Fidelity, TrialSettings
 from operators.errors import SettingsError
 from storage.engine import optuna_storage, storage_url
 from storage.repository import Repository, SelectionRecord
@@ -75,17 +75,13 @@ def _front_rows(front: list) -> list[dict[str, Any]]:
 
 
 def _front_table(title: str, rows: list[dict[str, Any]]) -> Table:
-    from operators.settings import ShakeSettings
-
     table = Table(title=title)
     for column in ("trial", "accuracy", "gap", "leakage", "strongest attack", "GFLOP", "shaking", "tuning"):
         table.add_column(
             column, justify="right" if column in ("trial", "accuracy", "gap", "leakage", "GFLOP") else "left"
         )
     for row in rows:
-        settings = row["settings"]
-        shaking = ShakeSettings.from_dict({k: v for k, v in settings.items() if k != "tuning"})
-        tuning = settings["tuning"]
+        settings = TrialSettings.from_dict(row["settings"])
         gap = row["accuracy_gap"]
         table.add_row(
             str(row["trial"]),
@@ -94,8 +90,8 @@ def _front_table(title: str, rows: list[dict[str, Any]]) -> Table:
             f"{row['leakage']:.4f}",
             str(row["strongest_attack"]).replace("shaken/", ""),
             f"{row['cost_gflops']:,.0f}",
-            shaking.describe(),
-            f"{tuning['steps']} steps, lr {tuning['learning_rate']:g}, {tuning['mode']}",
+            settings.shaking.describe(),
+            settings.describe_budget(),
         )
     return table
 
@@ -119,6 +115,9 @@ def _config(stored: StudyConfig | None, given: dict[str, Any], name: str) -> Stu
         "learning_rates": _csv(given["learning_rates"], float),
         "modes": _csv(given["modes"], str),
         "batch_size": given["batch_size"],
+        "recovery_steps": _csv(given["recovery_steps"], int),
+        "recovery_parts": _csv(given["recovery_parts"], str),
+        "recovery_objective": given["recovery_objective"],
     }
     return StudyConfig(
         model=given["model"] or base.model,
@@ -179,6 +178,21 @@ def optimize(
     batch_size: int | None = typer.Option(
         None, "--batch-size", min=1, help="Tuning batch size (default 16)."
     ),
+    recovery_steps: str | None = typer.Option(
+        None,
+        "--recovery-steps",
+        help="Recovery-training steps on public text to choose from, e.g. 0,200 (0: none).",
+    ),
+    recovery_objective: str | None = typer.Option(
+        None,
+        "--recovery-objective",
+        help="distill (match the plaintext body, default) or lm (masked/next-token).",
+    ),
+    recovery_parts: str | None = typer.Option(
+        None,
+        "--recovery-parts",
+        help="What recovery training trains: all,embeddings,embeddings+first-layers.",
+    ),
     max_leakage: float | None = MaxLeakage,
     min_accuracy: float | None = MinAccuracy,
     max_cost: float | None = MaxCost,
@@ -216,6 +230,9 @@ def optimize(
         learning_rates=learning_rates,
         modes=modes,
         batch_size=batch_size,
+        recovery_steps=recovery_steps,
+        recovery_parts=recovery_parts,
+        recovery_objective=recovery_objective,
         max_leakage=max_leakage,
         min_accuracy=min_accuracy,
         max_cost=max_cost,

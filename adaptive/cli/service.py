@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -14,7 +15,7 @@ from adaptive.runs import execute_run, queue_run, raise_on_sigterm
 from adaptive.scheduler import add_schedule, list_schedules, make_scheduler, remove_schedule
 from operators.errors import SettingsError
 from storage.engine import storage_url
-from storage.repository import Repository
+from storage.repository import Repository, SelectionRecord
 
 TOKEN_ENV = "SHAKETUNE_API_TOKEN"
 
@@ -101,20 +102,25 @@ def reoptimise(
             "state": run.state,
             "decision": run.message,
             "warm_start_from": run.warm_start_from,
-            "selection": None
-            if current is None
-            else {
-                "study": current.study_name,
-                "trial": current.trial_number,
-                "accuracy": current.accuracy,
-                "leakage": current.leakage,
-                "cost_gflops": current.cost_gflops,
-                "settings": current.settings,
-            },
+            "selection": _selection_summary(current),
         },
         as_json,
         [f"{run.study_name}: {run.state}; {run.message}"],
     )
+
+
+def _selection_summary(record: SelectionRecord | None) -> dict[str, Any] | None:
+    """Where a target's current settings came from, their objectives and the settings themselves."""
+    if record is None:
+        return None
+    return {
+        "study": record.study_name,
+        "trial": record.trial_number,
+        "accuracy": record.accuracy,
+        "leakage": record.leakage,
+        "cost_gflops": record.cost_gflops,
+        "settings": record.settings,
+    }
 
 
 def targets(storage: str | None = StorageOption, as_json: bool = JsonOption) -> None:
@@ -130,15 +136,7 @@ def targets(storage: str | None = StorageOption, as_json: bool = JsonOption) -> 
                 "policy": target.policy,
                 "caps": target.caps,
                 "last_study": target.last_study,
-                "selection": None
-                if current is None
-                else {
-                    "study": current.study_name,
-                    "trial": current.trial_number,
-                    "accuracy": current.accuracy,
-                    "leakage": current.leakage,
-                    "cost_gflops": current.cost_gflops,
-                },
+                "selection": _selection_summary(current),
             }
         )
     lines = [

@@ -44,6 +44,9 @@ class SpaceIn(Strict):
     learning_rates: list[float] = Field([3e-5, 1e-4], min_length=1)
     modes: list[Literal["full", "embeddings+head"]] = ["full", "embeddings+head"]
     batch_size: int = Field(16, ge=1, le=1024)
+    recovery_steps: list[int] = Field([0, 200], min_length=1)
+    recovery_parts: list[Literal["all", "embeddings", "embeddings+first-layers"]] = ["all", "embeddings"]
+    recovery_objective: Literal["distill", "lm"] = "distill"
 
 
 class SearchIn(Strict):
