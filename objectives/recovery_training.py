@@ -22,7 +22,7 @@ from objectives.data import DataError
 from objectives.encoded import encode_token_ids
 from objectives.models import pretrained_body, pretrained_language_model
 from objectives.tokens import pad_batch
-from objectives.tuning import batch_plan
+from objectives.tuning import batch_plan, budget_from_dict, check_step_budget
 from operators.errors import SettingsError, UnsupportedModelError
 from operators.implant import shake_model
 from operators.key import ShakeKey
@@ -45,12 +45,7 @@ class RecoveryBudget:
     mask_share: float = 0.15  # masked LM only
 
     def __post_init__(self) -> None:
-        if self.steps < 0:
-            raise SettingsError(f"recovery steps must be >= 0, got {self.steps}")
-        if self.batch_size < 1:
-            raise SettingsError(f"recovery batch_size must be >= 1, got {self.batch_size}")
-        if not 0 < self.learning_rate < 1:
-            raise SettingsError(f"recovery learning_rate must be in (0, 1), got {self.learning_rate}")
+        check_step_budget(self.steps, self.batch_size, self.learning_rate, SettingsError, "recovery ")
         if self.part not in RECOVERY_PARTS:
             raise SettingsError(
                 f"recovery part must be one of {', '.join(RECOVERY_PARTS)}, got {self.part!r}"
@@ -71,15 +66,7 @@ class RecoveryBudget:
 
     @classmethod
     def from_dict(cls, data: Any) -> RecoveryBudget:
-        if not isinstance(data, dict):
-            raise SettingsError("recovery must be an object")
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise SettingsError(f"unknown field(s) in recovery: {', '.join(unknown)}")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise SettingsError(f"recovery: {exc}") from None
+        return budget_from_dict(cls, data, "recovery")
 
 
 @dataclass(frozen=True)

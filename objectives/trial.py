@@ -40,7 +40,7 @@ from objectives.models import DEFAULT_MODEL, load_tokenizer, pretrained_classifi
 from objectives.recovery_training import RecoveryBudget, RecoveryRun, recovery_train_shaken, split_heldout
 from objectives.task import TaskSpec
 from objectives.tokens import length_sorted_batches, tokenize
-from objectives.tuning import TuningBudget, batch_plan, fine_tune
+from objectives.tuning import TuningBudget, batch_plan, budget_from_dict, fine_tune
 from operators.atomic import write_file_atomic
 from operators.errors import SettingsError
 from operators.implant import shake_model
@@ -94,16 +94,8 @@ class TrialSettings:
             raise SettingsError("settings must be a JSON object")
         shaking = ShakeSettings.from_dict({k: v for k, v in data.items() if k not in ("tuning", "recovery")})
         recovery = RecoveryBudget.from_dict(data.get("recovery", {}))
-        tuning = data.get("tuning", {})
-        if not isinstance(tuning, dict):
-            raise SettingsError("tuning must be an object")
-        unknown = sorted(set(tuning) - set(TuningBudget.__dataclass_fields__))
-        if unknown:
-            raise SettingsError(f"unknown field(s) in tuning: {', '.join(unknown)}")
-        try:
-            return cls(shaking, TuningBudget(**tuning), recovery)
-        except (TypeError, ValueError) as exc:
-            raise SettingsError(f"tuning: {exc}") from None
+        tuning = budget_from_dict(TuningBudget, data.get("tuning", {}), "tuning")
+        return cls(shaking, tuning, recovery)
 
     def describe_budget(self) -> str:
         """The tuning (and recovery-training) budget in one line, for tables."""

@@ -9,14 +9,43 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
 
 from objectives.tokens import pad_batch
+from operators.errors import SettingsError
 
 TUNING_MODES = ("full", "embeddings+head")
+
+
+def check_step_budget(
+    steps: int, batch_size: int, learning_rate: float, error: type[Exception] = ValueError, prefix: str = ""
+) -> None:
+    """The checks every training budget shares: steps >= 0, batch_size >= 1, learning rate in (0, 1)."""
+    if steps < 0:
+        raise error(f"{prefix}steps must be >= 0, got {steps}")
+    if batch_size < 1:
+        raise error(f"{prefix}batch_size must be >= 1, got {batch_size}")
+    if not 0 < learning_rate < 1:
+        raise error(f"{prefix}learning_rate must be in (0, 1), got {learning_rate}")
+
+
+Budget = TypeVar("Budget")
+
+
+def budget_from_dict(cls: type[Budget], data: Any, section: str) -> Budget:
+    """A budget dataclass from its section of a settings file; anything wrong is a SettingsError."""
+    if not isinstance(data, dict):
+        raise SettingsError(f"{section} must be an object")
+    unknown = sorted(set(data) - set(cls.__dataclass_fields__))  # type: ignore[attr-defined]
+    if unknown:
+        raise SettingsError(f"unknown field(s) in {section}: {', '.join(unknown)}")
+    try:
+        return cls(**data)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{section}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -29,12 +58,7 @@ class TuningBudget:
     mode: str = "full"
 
     def __post_init__(self) -> None:
-        if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 0 < self.learning_rate < 1:
-            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        check_step_budget(self.steps, self.batch_size, self.learning_rate)
         if self.mode not in TUNING_MODES:
             raise ValueError(f"mode must be one of {', '.join(TUNING_MODES)}, got {self.mode!r}")
 
