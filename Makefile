@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_search.py --sst2 $(SST2)
 	$(BIN)/python bench/bench_workers.py --sst2 $(SST2)
 	$(BIN)/python bench/bench_recovery.py --sst2 $(SST2)
+	$(BIN)/python bench/bench_homophonic.py --sst2 $(SST2) --recovery-steps 600
 
 clean:
 	rm -rf $(VENV) demo-out flow-demo-out .pytest_cache .ruff_cache *.egg-info

@@ -2,8 +2,9 @@
 
 Parameters: ``coverage`` (the horizontal share), one ``use_<op>`` switch per vertical operator (which
 operators, hence how many), and for each switched-on operator ``<op>.intensity`` and ``<op>.dimension``
-(conditional parameters); ``recovery.steps`` and, when above 0, ``recovery.part`` (recovery training on
-public text); then ``tuning.steps``, ``tuning.learning_rate`` and ``tuning.mode``. The
+(conditional parameters); ``homophones.max_share`` (frequency flattening; 1.0 is a 1:1 permutation) and,
+below 1, ``homophones.copy_noise``; ``recovery.steps`` and, when above 0, ``recovery.part`` (recovery
+training on public text); then ``tuning.steps``, ``tuning.learning_rate`` and ``tuning.mode``. The
 chain applies the chosen operators in a fixed order: linear maps first (tilt, inflate, addv), noise
 last. The budget takes values from short lists so that plaintext references are shared between trials.
 """
@@ -20,7 +21,13 @@ from objectives.recovery_training import RECOVERY_OBJECTIVES, RECOVERY_PARTS, Re
 from objectives.trial import TrialSettings
 from objectives.tuning import TUNING_MODES, TuningBudget
 from operators.errors import SettingsError
-from operators.settings import OperatorSettings, ShakeSettings
+from operators.settings import (
+    MAX_COPY_NOISE,
+    MIN_MAX_SHARE,
+    HomophoneSettings,
+    OperatorSettings,
+    ShakeSettings,
+)
 from operators.vertical import OPERATORS
 
 CHAIN_ORDER = ("tilt", "inflate", "addv", "dx-fixp", "gaussian", "laplace")
@@ -33,6 +40,7 @@ INTENSITY_RANGES = {
     "laplace": (0.1, 4.0),
 }
 DIMENSION_RANGE = (0.05, 1.0)
+COPY_NOISE_RANGE = (0.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,8 @@ class SearchSpace:
     recovery_steps: tuple[int, ...] = (0, 200)
     recovery_parts: tuple[str, ...] = ("all", "embeddings")
     recovery_objective: str = "distill"
+    max_shares: tuple[float, ...] = (1.0, 0.005, 0.002)
+    copy_noise: tuple[float, float] = COPY_NOISE_RANGE
 
     def __post_init__(self) -> None:
         low, high = self.coverage
@@ -67,6 +77,13 @@ class SearchSpace:
             raise SettingsError(f"recovery parts must be among {', '.join(RECOVERY_PARTS)}")
         if self.recovery_objective not in RECOVERY_OBJECTIVES:
             raise SettingsError(f"recovery objective must be one of {', '.join(RECOVERY_OBJECTIVES)}")
+        if not self.max_shares or not all(MIN_MAX_SHARE <= s <= 1.0 for s in self.max_shares):
+            raise SettingsError(f"max shares must lie in [{MIN_MAX_SHARE}, 1] (1: a 1:1 permutation)")
+        low, high = self.copy_noise
+        if not 0.0 <= low <= high <= MAX_COPY_NOISE:
+            raise SettingsError(f"copy noise range must lie in [0, {MAX_COPY_NOISE}], got {self.copy_noise}")
+        if self.recovery_objective == "lm" and min(self.max_shares) < 1.0 and max(self.recovery_steps) > 0:
+            raise SettingsError("recovery objective 'lm' cannot train homophonic keys; use 'distill'")
         bad_modes = [m for m in self.modes if m not in TUNING_MODES]
         if not self.modes or bad_modes:
             raise SettingsError(f"tuning modes must be among {', '.join(TUNING_MODES)}")
@@ -79,6 +96,7 @@ class SearchSpace:
     def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
         tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         tuples.setdefault("recovery_steps", (0,))  # stored before recovery training was searched
+        tuples.setdefault("max_shares", (1.0,))  # stored before homophones were searched
         return cls(**tuples)
 
     # --- Optuna ------------------------------------------------------------------------------------
@@ -91,6 +109,11 @@ class SearchSpace:
                 intensity = trial.suggest_float(f"{op}.intensity", *INTENSITY_RANGES[op])
                 dimension = trial.suggest_float(f"{op}.dimension", *DIMENSION_RANGE)
                 chain.append(OperatorSettings(op, intensity, dimension))
+        homophones = HomophoneSettings()
+        max_share = trial.suggest_categorical("homophones.max_share", list(self.max_shares))
+        if max_share < 1.0:
+            noise = trial.suggest_float("homophones.copy_noise", *self.copy_noise)
+            homophones = HomophoneSettings(max_share, noise)
         recovery = RecoveryBudget()
         recovery_steps = trial.suggest_categorical("recovery.steps", list(self.recovery_steps))
         if recovery_steps > 0:
@@ -104,7 +127,7 @@ class SearchSpace:
             learning_rate=trial.suggest_categorical("tuning.learning_rate", list(self.learning_rates)),
             mode=trial.suggest_categorical("tuning.mode", list(self.modes)),
         )
-        return TrialSettings(ShakeSettings(coverage, tuple(chain)), budget, recovery)
+        return TrialSettings(ShakeSettings(coverage, tuple(chain), homophones), budget, recovery)
 
     def params_of(self, settings: TrialSettings) -> dict[str, Any]:
         """The parameters that make :meth:`suggest` return (the nearest point to) ``settings``.
@@ -121,6 +144,12 @@ class SearchSpace:
             if op in chosen:
                 params[f"{op}.intensity"] = _clip(chosen[op].intensity, INTENSITY_RANGES[op])
                 params[f"{op}.dimension"] = _clip(chosen[op].dimension, DIMENSION_RANGE)
+        homophones = settings.shaking.homophones
+        params["homophones.max_share"] = min(
+            self.max_shares, key=lambda s: abs(math.log(s) - math.log(homophones.max_share))
+        )
+        if params["homophones.max_share"] < 1.0:
+            params["homophones.copy_noise"] = _clip(homophones.copy_noise, self.copy_noise)
         recovery = settings.recovery
         params["recovery.steps"] = min(self.recovery_steps, key=lambda s: abs(s - recovery.steps))
         if params["recovery.steps"] > 0:

@@ -33,25 +33,12 @@ from adaptive.space import SearchSpace  # noqa: E402
 from adaptive.study import Caps, StudyConfig, is_measured, objective, objectives_of, open_study  # noqa: E402
 from objectives.models import DEFAULT_MODEL  # noqa: E402
 from objectives.task import DataSource, TaskSpec  # noqa: E402
-from objectives.trial import Fidelity, TrialRunner, TrialSettings  # noqa: E402
+from objectives.trial import Fidelity, MemoryReferences, TrialRunner, TrialSettings  # noqa: E402
 from objectives.tuning import TuningBudget  # noqa: E402
 from operators.settings import ShakeSettings  # noqa: E402
 
 SPACE = SearchSpace(steps=(10, 20, 40), learning_rates=(1e-4, 3e-4), batch_size=8, recovery_steps=(0,))
 FIDELITY = Fidelity(train_size=200, max_length=32)
-
-
-class MemoryReferences:
-    """Plaintext references shared by every study of the benchmark (same objective, same budgets)."""
-
-    def __init__(self) -> None:
-        self._values: dict[str, float] = {}
-
-    def get(self, key: str) -> float | None:
-        return self._values.get(key)
-
-    def put(self, key: str, accuracy: float) -> None:
-        self._values[key] = accuracy
 
 
 def hypervolume(study: optuna.Study, worst_cost: float) -> float:

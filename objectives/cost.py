@@ -20,6 +20,8 @@ from torch import nn
 
 TRAIN_MULTIPLIER = {"full": 3.0, "embeddings+head": 2.0}
 NOISE_FLOPS_PER_ENTRY = 20.0  # keystream bytes, Box-Muller/inverse-CDF transform and the addition
+ADAM_FLOPS_PER_PARAMETER = 12.0  # moments, bias correction, square root, division, update
+TRAINED_BYTES_PER_PARAMETER = 16  # float32 weight, gradient and Adam's two moments
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,18 @@ def implant_flops(vocab: int, dims: Iterable[tuple[str, int]]) -> float:
         else:
             total += NOISE_FLOPS_PER_ENTRY * vocab * k
     return total
+
+
+def added_rows_flops(rows: int, hidden: int, copy_noise: float, training_steps: int) -> float:
+    """What rows added to the embedding (homophonic copies) cost beyond a 1:1 key: their copy noise
+    and the optimiser's update of each at every training step (embedding gradients are dense)."""
+    noise = NOISE_FLOPS_PER_ENTRY * rows * hidden if copy_noise > 0 else 0.0
+    return noise + ADAM_FLOPS_PER_PARAMETER * rows * hidden * training_steps
+
+
+def embedding_memory_mb(rows: int, hidden: int) -> float:
+    """Memory of a trained input embedding: weights, gradients and optimiser state."""
+    return rows * hidden * TRAINED_BYTES_PER_PARAMETER / 2**20
 
 
 def batch_shapes(

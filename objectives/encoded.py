@@ -12,6 +12,7 @@ import torch
 from objectives.data import DataError
 from operators.atomic import write_file_atomic
 from operators.key import ShakeKey
+from operators.randomness import KeyStream
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,14 @@ class EncodedData:
         return len(self.input_ids)
 
 
-def encode_token_ids(key: ShakeKey, token_ids: list[list[int]]) -> list[list[int]]:
-    """Apply the key's permutation to every id (one gather over all examples)."""
+def encode_token_ids(
+    key: ShakeKey, token_ids: list[list[int]], source: KeyStream | None = None
+) -> list[list[int]]:
+    """Apply the key's horizontal map to every id (one gather over all examples); a homophonic key
+    draws each occurrence's copy from ``source`` (None: the OS CSPRNG)."""
     lengths = [len(seq) for seq in token_ids]
     flat = torch.as_tensor([i for seq in token_ids for i in seq], dtype=torch.long)
-    shaken = key.permutation.encode(flat).tolist()
+    shaken = key.encode(flat, source).tolist()
     out, start = [], 0
     for length in lengths:
         out.append(shaken[start : start + length])

@@ -13,6 +13,7 @@ from objectives.data import DataError
 from objectives.tokens import length_sorted_batches, pad_batch
 from operators.inference import private_logits
 from operators.key import ShakeKey
+from operators.randomness import KeyStream
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,10 @@ def evaluate_accuracy(
     key: ShakeKey | None = None,
     batch_size: int = 64,
     advance: Callable[[int], None] | None = None,
+    source: KeyStream | None = None,
 ) -> Accuracy:
-    """Accuracy of ``model`` on tokenised examples; with ``key``, by private inference."""
+    """Accuracy of ``model`` on tokenised examples; with ``key``, by private inference (a homophonic
+    key's copy choices come from ``source``, the OS CSPRNG when None)."""
     model.eval()
     correct = 0
     for batch in length_sorted_batches([len(s) for s in token_ids], batch_size):
@@ -59,7 +62,7 @@ def evaluate_accuracy(
         if key is None:
             logits = model(input_ids=ids, attention_mask=mask).logits
         else:
-            logits = private_logits(model, key, ids, attention_mask=mask)
+            logits = private_logits(model, key, ids, source, attention_mask=mask)
         truth = torch.as_tensor([labels[i] for i in batch])
         correct += int((logits.argmax(dim=-1) == truth).sum())
         if advance:

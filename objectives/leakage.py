@@ -8,25 +8,31 @@ import torch
 from torch import nn
 
 from objectives.attacks.suite import LeakageReport, run_attacks
-from objectives.attacks.view import CloudView, GroundTruth, PublicKnowledge, token_counts
+from objectives.attacks.view import CloudView, GroundTruth, PublicKnowledge, bigram_counts, token_counts
 from operators.identity import input_embedding
 from operators.key import ShakeKey
 
 
 def ground_truth(key: ShakeKey) -> GroundTruth:
     """The plaintext id of every shaken id, and which shaken ids are special tokens."""
-    permutation = key.permutation
-    special = torch.zeros(permutation.size, dtype=torch.bool)
-    special[permutation.encode(torch.as_tensor(key.model.special_ids, dtype=torch.long))] = True
-    return GroundTruth(permutation.inverse, special)
+    horizontal = key.horizontal
+    special = torch.zeros(horizontal.size, dtype=torch.bool)
+    special[key.encode(torch.as_tensor(key.model.special_ids, dtype=torch.long))] = True  # one copy each
+    return GroundTruth(horizontal.plain_of_shaken, special)
 
 
 def public_knowledge(
     pretrained: nn.Module, public_token_ids: Sequence[Sequence[int]], special_ids: Sequence[int]
 ) -> PublicKnowledge:
-    """The attacker's knowledge: the public model's embedding and counts of public text."""
+    """The attacker's knowledge: the public model's embedding, unigram and bigram counts of public text."""
     embedding = input_embedding(pretrained).detach().clone()
-    return PublicKnowledge(embedding, token_counts(public_token_ids, len(embedding)), tuple(special_ids))
+    size = len(embedding)
+    return PublicKnowledge(
+        embedding,
+        token_counts(public_token_ids, size),
+        tuple(special_ids),
+        bigram_counts(public_token_ids, size),
+    )
 
 
 def measure_leakage(

@@ -304,8 +304,14 @@ def recovery_train_shaken(
         student, teacher = shaken.base_model, pretrained_body(model_name).base_model
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         loss = distillation_loss(student, teacher, pad_id)
-        pairs = lambda rows: list(zip(rows, encode_token_ids(key, rows), strict=True))  # noqa: E731
+        stream = key.occurrence_stream("recovery")
+        pairs = lambda rows: list(zip(rows, encode_token_ids(key, rows, stream), strict=True))  # noqa: E731
         return recovery_train(student, loss, pairs(corpus), pairs(heldout), budget, seed, advance)
+    if key.homophonic:
+        raise SettingsError(
+            "recovery objective 'lm' needs a language-model head, which homophonic keys cannot shake; "
+            "use objective 'distill'"
+        )
     language_model = shake_model(pretrained_language_model(model_name), key)
     loss = lm_loss(language_model, language_modelling(language_model, tokenizer), budget.mask_share)
     items, held = encode_token_ids(key, corpus), encode_token_ids(key, heldout)

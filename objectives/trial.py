@@ -26,7 +26,9 @@ from objectives.cost import (
     ModelShape,
     StageTime,
     Stopwatch,
+    added_rows_flops,
     batch_shapes,
+    embedding_memory_mb,
     implant_flops,
     peak_memory_mb,
     recovery_flops,
@@ -34,7 +36,7 @@ from objectives.cost import (
 )
 from objectives.data import DataError, label_ids
 from objectives.encoded import encode_token_ids
-from objectives.evaluation import evaluate_accuracy
+from objectives.evaluation import Accuracy, evaluate_accuracy
 from objectives.leakage import measure_leakage, public_knowledge
 from objectives.models import DEFAULT_MODEL, load_tokenizer, pretrained_classifier
 from objectives.recovery_training import RecoveryBudget, RecoveryRun, recovery_train_shaken, split_heldout
@@ -43,8 +45,10 @@ from objectives.tokens import length_sorted_batches, tokenize
 from objectives.tuning import TuningBudget, batch_plan, budget_from_dict, fine_tune
 from operators.atomic import write_file_atomic
 from operators.errors import SettingsError
+from operators.homophonic import copy_counts, extra_rows
 from operators.implant import shake_model
 from operators.key import ShakeKey, generate_key
+from operators.recovery import recover_model
 from operators.settings import ShakeSettings
 from operators.vertical import dimension_count
 
@@ -61,6 +65,7 @@ class Fidelity:
     max_length: int = 64
     attack_tuned: bool = False  # also attack the embedding after private tuning
     compare_recovery: bool = True  # with recovery training, also tune without it (accuracy_without_recovery)
+    check_recovered: bool = False  # also recover the tuned model and measure it on plaintext
 
     def __post_init__(self) -> None:
         if self.train_size < 1:
@@ -71,7 +76,11 @@ class Fidelity:
             raise SettingsError(f"max_length must be >= 4, got {self.max_length}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Fields added later are left out at their defaults, so stored references keep their keys."""
+        data = asdict(self)
+        if not self.check_recovered:
+            data.pop("check_recovered")
+        return data
 
 
 @dataclass(frozen=True)
@@ -134,9 +143,11 @@ class TrialResult:
     flops: dict[str, float]
     seconds: dict[str, StageTime]
     peak_memory_mb: float
+    embedding_memory_mb: float = 0.0  # the shaken input embedding in training (grows with homophones)
     accuracy: float | None = None
     plaintext_accuracy: float | None = None
     accuracy_without_recovery: float | None = None  # same key and tuning, recovery training skipped
+    recovered_accuracy: float | None = None  # the recovered model on plaintext (Fidelity.check_recovered)
     recovery: RecoveryRun | None = None
     stopped_early: bool = False
     leakage_report: StagedLeakage | None = field(default=None, repr=False, compare=False)
@@ -156,6 +167,7 @@ class TrialResult:
             "plaintext_accuracy": self.plaintext_accuracy,
             "accuracy_gap": self.accuracy_gap,
             "accuracy_without_recovery": self.accuracy_without_recovery,
+            "recovered_accuracy": self.recovered_accuracy,
             "recovery": self.recovery.to_dict() if self.recovery else None,
             "leakage": self.leakage,
             "strongest_attack": self.strongest_attack,
@@ -164,6 +176,7 @@ class TrialResult:
             "flops": self.flops,
             "seconds": {stage: asdict(t) for stage, t in self.seconds.items()},
             "peak_memory_mb": self.peak_memory_mb,
+            "embedding_memory_mb": self.embedding_memory_mb,
             "stopped_early": self.stopped_early,
         }
 
@@ -218,6 +231,19 @@ class ReferenceCache(Protocol):
     def get(self, key: str) -> float | None: ...
 
     def put(self, key: str, accuracy: float) -> None: ...
+
+
+class MemoryReferences:
+    """A reference cache in this process only (benchmarks running several studies on one objective)."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, float] = {}
+
+    def get(self, key: str) -> float | None:
+        return self._values.get(key)
+
+    def put(self, key: str, accuracy: float) -> None:
+        self._values[key] = accuracy
 
 
 def _counter(stage: str, total: int, report: Progress) -> Callable[[int], None]:
@@ -277,20 +303,34 @@ class TrialRunner:
     def shape(self) -> ModelShape:
         return ModelShape.of(self.pretrained())
 
+    def added_rows(self, shaking: ShakeSettings) -> int:
+        """Embedding rows a homophonic setting adds (copy counts come from the public prior)."""
+        if not shaking.homophones.enabled:
+            return 0
+        counts = copy_counts(self.public.prior, self.public.special_ids, shaking.homophones.max_share)
+        return extra_rows(counts)
+
     def flops(self, settings: TrialSettings, seed: int) -> dict[str, float]:
         """The deterministic cost of a setting, known before anything runs."""
         hidden = self.shape.hidden
         dims = [(op.op, dimension_count(op.dimension, hidden, op.op)) for op in settings.shaking.vertical]
         plan = batch_plan(len(self.data.train_ids), settings.tuning, seed)
         evaluation = length_sorted_batches([len(s) for s in self.data.eval_ids], EVAL_BATCH)
-        return {
-            "implant": implant_flops(self.shape.vocab, dims),
+        added = self.added_rows(settings.shaking)
+        flops = {
+            "implant": implant_flops(self.shape.vocab + added, dims),
             "tuning": self.shape.training_flops(
                 batch_shapes(self.data.train_ids, plan), settings.tuning.mode
             ),
             "inference": self.shape.forward_flops(batch_shapes(self.data.eval_ids, evaluation)),
             "recovery": self._recovery_flops(settings.recovery, seed),
         }
+        if added:  # copy noise, and the optimiser's updates of the added rows at every training step
+            steps = settings.tuning.steps + settings.recovery.steps
+            flops["added_rows"] = added_rows_flops(
+                added, hidden, settings.shaking.homophones.copy_noise, steps
+            )
+        return flops
 
     def _recovery_flops(self, budget: RecoveryBudget, seed: int) -> float:
         """Recovery training is paid once per key, however many tuning jobs reuse the key."""
@@ -348,9 +388,11 @@ class TrialRunner:
         with Stopwatch() as watch:
             model = self.pretrained()
             seed_bytes = trial_key_seed(key_seed)
-            key = generate_key(settings.shaking, model, self.tokenizer, self.model_name, seed_bytes)
+            key = generate_key(
+                settings.shaking, model, self.tokenizer, self.model_name, seed_bytes, self.public.prior
+            )
             shaken = shake_model(model, key)
-            shaken_train = encode_token_ids(key, data.train_ids)
+            shaken_train = encode_token_ids(key, data.train_ids, key.occurrence_stream("train"))
         seconds["shaking"] = watch.time
 
         with Stopwatch() as watch:
@@ -392,14 +434,18 @@ class TrialRunner:
 
         report("inference", 0, 1)
         with Stopwatch() as watch:
-            accuracy = evaluate_accuracy(shaken, data.eval_ids, data.eval_labels, data.pad_id, key=key)
+            accuracy = self._private_accuracy(shaken, key)
         seconds["inference"] = watch.time
+        if self.fidelity.check_recovered:
+            with Stopwatch() as watch:
+                recovered["recovered_accuracy"] = self._recovered_accuracy(shaken, key)
+            seconds["recovered_inference"] = watch.time
 
         if without_recovery is not None:
             with Stopwatch() as watch:
                 self._tune(without_recovery, shaken_train, settings.tuning, tuning_seed, report)
-                recovered["accuracy_without_recovery"] = evaluate_accuracy(
-                    without_recovery, data.eval_ids, data.eval_labels, data.pad_id, key=key
+                recovered["accuracy_without_recovery"] = self._private_accuracy(
+                    without_recovery, key
                 ).accuracy
             seconds["without_recovery"] = watch.time
 
@@ -408,6 +454,19 @@ class TrialRunner:
             plaintext = self.plaintext_accuracy(settings.tuning, tuning_seed)
         seconds["plaintext_reference"] = watch.time
         return finish(accuracy=accuracy.accuracy, plaintext_accuracy=plaintext, **recovered)
+
+    def _private_accuracy(self, shaken: nn.Module, key: ShakeKey) -> Accuracy:
+        """Accuracy by private inference; a homophonic key's copy choices repeat for the same key."""
+        data = self.data
+        source = key.occurrence_stream("inference")
+        return evaluate_accuracy(shaken, data.eval_ids, data.eval_labels, data.pad_id, key=key, source=source)
+
+    def _recovered_accuracy(self, shaken: nn.Module, key: ShakeKey) -> float:
+        """Plaintext accuracy of the model the owner recovers from the tuned shaken one."""
+        model = copy.deepcopy(shaken)
+        recover_model(model, key)
+        data = self.data
+        return evaluate_accuracy(model, data.eval_ids, data.eval_labels, data.pad_id).accuracy
 
     def _tune(
         self,
@@ -432,7 +491,7 @@ class TrialRunner:
     def _attack(
         self, shaken: nn.Module, shaken_train: list[list[int]], key: ShakeKey, report: Progress
     ) -> LeakageReport:
-        advance = _counter("attacks", len(default_attacks()), report)
+        advance = _counter("attacks", len(default_attacks(homophonic=key.homophonic)), report)
         with torch.no_grad():
             return measure_leakage(shaken, shaken_train, self.public, key, advance=lambda name: advance(1))
 
@@ -456,6 +515,7 @@ class TrialRunner:
             flops=flops,
             seconds=seconds,
             peak_memory_mb=peak_memory_mb(),
+            embedding_memory_mb=embedding_memory_mb(key.shaken_vocab_size, self.shape.hidden),
             leakage_report=leakage,
             **measured,
         )

@@ -30,8 +30,19 @@ class Permutation:
         """How many ids pi does not leave in place."""
         return int((self.forward != torch.arange(self.size)).sum())
 
-    def encode(self, ids: torch.Tensor) -> torch.Tensor:
-        """Map plaintext token ids to shaken ids (any shape)."""
+    @property
+    def plain_of_shaken(self) -> torch.Tensor:
+        """The plaintext id of every shaken id (the same table as ``inverse``)."""
+        return self.inverse
+
+    @property
+    def copies(self) -> torch.Tensor:
+        """Shaken ids per plaintext id: one each."""
+        return torch.ones(self.size, dtype=torch.long)
+
+    def encode(self, ids: torch.Tensor, source: object = None) -> torch.Tensor:
+        """Map plaintext token ids to shaken ids (any shape); deterministic, so ``source`` is unused
+        (it is there so 1:1 and homophonic maps encode alike)."""
         return _lookup(self.forward, ids)
 
     def decode(self, ids: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,10 @@
 Works on any Hugging Face model with an input embedding. Tied output layers follow automatically; an
 untied output embedding gets the same permutation and its own vertical noise; vocabulary-sized biases
 are permuted. Any other vocabulary-sized tensor is refused rather than left inconsistent.
+
+A homophonic key grows the input embedding to one row per copy, E'[s] = V(E[token of s]) with fresh
+noise per row; it is refused for models with vocabulary outputs (a language-model head would have to
+score every copy of a token as that token, which plain logits cannot express).
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import torch
 from torch import nn
 
 from operators.errors import UnsupportedModelError
+from operators.homophonic import Homophones
 from operators.horizontal import Permutation
 from operators.identity import input_embedding
 from operators.key import ShakeKey, set_marker
-from operators.vertical import embedding_scale
+from operators.vertical import GaussianNoise, embedding_scale
 
 
 @dataclass
@@ -80,6 +85,8 @@ def shake_model(model: nn.Module, key: ShakeKey) -> nn.Module:
     """Implant ``key`` into the plaintext ``model`` in place (and return it)."""
     key.check_pretrained(model)
     tensors = vocabulary_tensors(model)
+    if key.homophonic:
+        return _shake_homophonic(model, key, tensors)
     with torch.no_grad():
         for matrix, label in ((tensors.input_weight, "input"), (tensors.output_weight, "output")):
             if matrix is not None:
@@ -90,7 +97,55 @@ def shake_model(model: nn.Module, key: ShakeKey) -> nn.Module:
     return model
 
 
-def unpermute_model(model: nn.Module, permutation: Permutation) -> nn.Module:
-    """Move every vocabulary row pi(i) back to row i, in place."""
-    _remap_rows(vocabulary_tensors(model), permutation.rows_to_plain)
+def _shake_homophonic(model: nn.Module, key: ShakeKey, tensors: VocabularyTensors) -> nn.Module:
+    """One row per copy, each with its own vertical noise (and copy noise on multi-copy tokens)."""
+    getter = getattr(model, "get_output_embeddings", None)
+    if tensors.output_weight is not None or tensors.row_biases or (getter and getter() is not None):
+        raise UnsupportedModelError(
+            "homophonic keys shake models without a vocabulary output layer (e.g. sequence "
+            "classifiers); this model has a language-model head"
+        )
+    homophones = key.horizontal
+    weight = tensors.input_weight.detach()
+    scale = embedding_scale(weight)
+    with torch.no_grad():
+        rows = key.vertical_chain(scale).apply(homophones.rows_to_shaken(weight), noise_label="input")
+        rows = add_copy_noise(rows, homophones, key.settings.homophones.copy_noise, scale, key)
+    _set_input_rows(model, rows)
+    set_marker(model, "shaken", key)
+    return model
+
+
+def add_copy_noise(
+    rows: torch.Tensor, homophones: Homophones, intensity: float, scale: float, key: ShakeKey
+) -> torch.Tensor:
+    """Gaussian noise (intensity x scale) on every row of a token with several copies."""
+    if intensity == 0:
+        return rows
+    multi = torch.nonzero(homophones.copies[homophones.plain_of_shaken] > 1).flatten()
+    hidden = rows.shape[1]
+    noise = GaussianNoise(intensity, torch.arange(hidden), scale, key.occurrence_stream("copy-noise"))
+    out = rows.clone()
+    out[multi] = noise.apply(rows[multi], noise_label="copies")
+    return out
+
+
+def _set_input_rows(model: nn.Module, rows: torch.Tensor) -> None:
+    """Give the model an input embedding of exactly ``rows`` (resizing it when the count differs)."""
+    if input_embedding(model).shape[0] != rows.shape[0]:
+        try:
+            model.resize_token_embeddings(rows.shape[0], mean_resizing=False)
+        except TypeError:  # transformers before mean_resizing
+            model.resize_token_embeddings(rows.shape[0])
+    with torch.no_grad():
+        input_embedding(model).copy_(rows)
+
+
+def unpermute_model(model: nn.Module, horizontal: Permutation | Homophones) -> nn.Module:
+    """Move every vocabulary row pi(i) back to row i, in place; for homophones, row i becomes the mean
+    of its copies' rows and the embedding shrinks back to the vocabulary."""
+    if isinstance(horizontal, Homophones):
+        _set_input_rows(model, horizontal.rows_to_plain(input_embedding(model).detach()))
+        return model
+    _remap_rows(vocabulary_tensors(model), horizontal.rows_to_plain)
     return model

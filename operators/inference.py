@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from operators.key import ShakeKey
+from operators.randomness import KeyStream
 
 
 def has_vocabulary_output(model: nn.Module) -> bool:
@@ -15,15 +16,18 @@ def has_vocabulary_output(model: nn.Module) -> bool:
 
 
 def private_logits(
-    model: nn.Module, key: ShakeKey, input_ids: torch.Tensor, **inputs: torch.Tensor
+    model: nn.Module,
+    key: ShakeKey,
+    input_ids: torch.Tensor,
+    source: KeyStream | None = None,
+    **inputs: torch.Tensor,
 ) -> torch.Tensor:
     """Logits for plaintext ``input_ids`` computed by the shaken ``model`` on encoded ids.
 
-    Vocabulary-sized outputs come back in plaintext order, so they compare directly with the
-    plaintext model's.
+    A homophonic key draws each occurrence's copy from ``source`` (None: the OS CSPRNG). Vocabulary-sized
+    outputs come back in plaintext order, so they compare directly with the plaintext model's.
     """
-    permutation = key.permutation
-    logits = model(input_ids=permutation.encode(input_ids), **inputs).logits
+    logits = model(input_ids=key.encode(input_ids, source), **inputs).logits
     if has_vocabulary_output(model):
-        logits = permutation.decode_logits(logits)
+        logits = key.permutation.decode_logits(logits)
     return logits

@@ -20,7 +20,8 @@ from operators.key import SEED_BYTES, ShakeKey
 from operators.settings import ShakeSettings
 
 KEY_FORMAT = "shaketune-key"
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2 added the copy table of homophonic keys; version 1 files still load
+READABLE_VERSIONS = (1, 2)
 MAX_KEY_FILE_BYTES = 1 << 20
 
 
@@ -39,6 +40,7 @@ def key_to_dict(key: ShakeKey) -> dict[str, Any]:
         "settings": key.settings.to_dict(),
         "model": key.model.to_dict(),
         "seed": key.seed.hex(),
+        "copies": [list(pair) for pair in key.copies],
     }
     return {**body, "checksum": _checksum(body)}
 
@@ -86,9 +88,10 @@ def key_from_dict(data: Any, source: str = "key") -> ShakeKey:
     if not isinstance(data, dict) or data.get("format") != KEY_FORMAT:
         raise KeyFileError(f"{source} is not a shaketune key file")
     version = data.get("version")
-    if version != KEY_VERSION:
+    if version not in READABLE_VERSIONS:
         raise KeyFileError(
-            f"{source} has key format version {version!r}; this shaketune reads version {KEY_VERSION}"
+            f"{source} has key format version {version!r}; this shaketune reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     body = {name: value for name, value in data.items() if name != "checksum"}
     if data.get("checksum") != _checksum(body):
@@ -105,7 +108,15 @@ def key_from_dict(data: Any, source: str = "key") -> ShakeKey:
         seed = b""
     if len(seed) != SEED_BYTES:
         raise KeyFileError(f"{source} has a malformed seed")
-    key = ShakeKey(settings, model, seed)
+    copies = data.get("copies", [])
+    if not isinstance(copies, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and all(type(x) is int for x in pair) for pair in copies
+    ):
+        raise KeyFileError(f"{source} has a malformed copy table")
+    try:
+        key = ShakeKey(settings, model, seed, tuple(tuple(pair) for pair in copies))
+    except ValueError:
+        raise KeyFileError(f"{source} has a copy table that does not match its settings") from None
     if data.get("fingerprint") != key.fingerprint:
         raise KeyFileError(f"{source} fingerprint does not match its content")
     return key

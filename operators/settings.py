@@ -7,7 +7,9 @@ A settings file is JSON::
                   {"op": "gaussian", "intensity": 0.5, "dimension": 1.0}]}
 
 ``coverage`` is the share of the (non-special) vocabulary the secret permutation moves: the horizontal
-part of the horizontal/vertical mix. ``vertical`` is the operator chain, applied in order.
+part of the horizontal/vertical mix. ``vertical`` is the operator chain, applied in order. An optional
+``"homophones": {"max_share": 0.002, "copy_noise": 1.0}`` makes the horizontal map homophonic (see
+:mod:`operators.homophonic`); without it the map is a 1:1 permutation.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from operators.vertical import OPERATORS
 
 SETTINGS_VERSION = 1
 MAX_CHAIN_LENGTH = 8
+MIN_MAX_SHARE = 1e-4  # below this the embedding would grow by more than ~10,000 rows
+MAX_COPY_NOISE = 10.0
 
 
 def _number(value: Any, what: str) -> float:
@@ -79,11 +83,48 @@ class OperatorSettings:
 
 
 @dataclass(frozen=True)
+class HomophoneSettings:
+    """Frequency flattening: no shaken id should carry more than ``max_share`` of public text (1.0: off,
+    a 1:1 permutation); ``copy_noise`` is gaussian noise (x embedding scale) drawn for every row of a
+    token with several copies, so its copies are not identical rows."""
+
+    max_share: float = 1.0
+    copy_noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        share = _number(self.max_share, "homophones max_share")
+        if not MIN_MAX_SHARE <= share <= 1.0:
+            raise SettingsError(f"homophones max_share must be in [{MIN_MAX_SHARE}, 1], got {share}")
+        noise = _number(self.copy_noise, "homophones copy_noise")
+        if not 0.0 <= noise <= MAX_COPY_NOISE:
+            raise SettingsError(f"homophones copy_noise must be in [0, {MAX_COPY_NOISE}], got {noise}")
+        if noise > 0 and share >= 1.0:
+            raise SettingsError("homophones copy_noise needs max_share < 1 (there are no copies to noise)")
+        object.__setattr__(self, "max_share", share)
+        object.__setattr__(self, "copy_noise", noise)
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_share < 1.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {"max_share": self.max_share, "copy_noise": self.copy_noise}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> HomophoneSettings:
+        if not isinstance(data, dict):
+            raise SettingsError("homophones must be an object with max_share and copy_noise")
+        _reject_unknown(data, {"max_share", "copy_noise"}, "homophones")
+        return cls(data.get("max_share", 1.0), data.get("copy_noise", 0.0))
+
+
+@dataclass(frozen=True)
 class ShakeSettings:
-    """Horizontal coverage plus the vertical chain; everything a key is generated from."""
+    """Horizontal coverage and flattening plus the vertical chain; everything a key is generated from."""
 
     coverage: float = 1.0
     vertical: tuple[OperatorSettings, ...] = field(default_factory=tuple)
+    homophones: HomophoneSettings = field(default_factory=HomophoneSettings)
 
     def __post_init__(self) -> None:
         coverage = _number(self.coverage, "coverage")
@@ -94,14 +135,20 @@ class ShakeSettings:
             raise SettingsError(f"at most {MAX_CHAIN_LENGTH} vertical operators, got {len(vertical)}")
         if not all(isinstance(op, OperatorSettings) for op in vertical):
             raise SettingsError("vertical must hold OperatorSettings")
+        if not isinstance(self.homophones, HomophoneSettings):
+            raise SettingsError("homophones must be HomophoneSettings")
         object.__setattr__(self, "coverage", coverage)
         object.__setattr__(self, "vertical", vertical)
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings-file form; ``homophones`` only when on, so 1:1 settings (and the fingerprints and
+        seeds derived from them) keep the form they had before homophones existed."""
+        homophones = {"homophones": self.homophones.to_dict()} if self.homophones.enabled else {}
         return {
             "version": SETTINGS_VERSION,
             "coverage": self.coverage,
             "vertical": [op.to_dict() for op in self.vertical],
+            **homophones,
         }
 
     def to_json(self) -> str:
@@ -111,7 +158,7 @@ class ShakeSettings:
     def from_dict(cls, data: Any) -> ShakeSettings:
         if not isinstance(data, dict):
             raise SettingsError("settings must be a JSON object")
-        _reject_unknown(data, {"version", "coverage", "vertical"}, "settings")
+        _reject_unknown(data, {"version", "coverage", "vertical", "homophones"}, "settings")
         version = data.get("version", SETTINGS_VERSION)
         if version != SETTINGS_VERSION:
             raise SettingsError(
@@ -122,7 +169,8 @@ class ShakeSettings:
         if not isinstance(vertical, list):
             raise SettingsError("vertical must be a list of operators")
         ops = tuple(OperatorSettings.from_dict(item, f"vertical[{i}]") for i, item in enumerate(vertical))
-        return cls(data.get("coverage", 1.0), ops)
+        homophones = HomophoneSettings.from_dict(data.get("homophones", {}))
+        return cls(data.get("coverage", 1.0), ops, homophones)
 
     @classmethod
     def from_json(cls, text: str) -> ShakeSettings:
@@ -152,7 +200,11 @@ class ShakeSettings:
     def describe(self) -> str:
         """A one-line human summary, e.g. ``coverage 1.00 | tilt 1.00@0.50 -> gaussian 0.50@1.00``."""
         chain = " -> ".join(f"{op.op} {op.intensity:.2f}@{op.dimension:.2f}" for op in self.vertical)
-        return f"coverage {self.coverage:.2f} | {chain or 'no vertical operators'}"
+        text = f"coverage {self.coverage:.2f} | {chain or 'no vertical operators'}"
+        if self.homophones.enabled:
+            h = self.homophones
+            text += f" | homophones max {h.max_share:.2%}, copy noise {h.copy_noise:.2f}"
+        return text
 
 
 def _chain(*ops: tuple[str, float, float]) -> tuple[OperatorSettings, ...]:
@@ -165,11 +217,15 @@ PRESETS: dict[str, ShakeSettings] = {
     "medium": ShakeSettings(1.0, _chain(("tilt", 1.0, 0.5), ("gaussian", 1.0, 1.0))),
     "strong": ShakeSettings(1.0, _chain(("tilt", 1.5, 1.0), ("inflate", 0.5, 1.0), ("gaussian", 2.0, 1.0))),
     "dx-privacy": ShakeSettings(1.0, _chain(("dx-fixp", 1.0, 1.0))),
+    "flattened": ShakeSettings(
+        1.0, _chain(("tilt", 1.5, 1.0), ("gaussian", 2.0, 1.0)), HomophoneSettings(0.001, 1.0)
+    ),
 }
 
 
 def preset(name: str) -> ShakeSettings:
-    """A named setting; ``horizontal-only`` is lossless, the others add vertical noise."""
+    """A named setting; ``horizontal-only`` is lossless, the others add vertical noise, ``flattened``
+    also homophonic copies (its key needs public text)."""
     try:
         return PRESETS[name]
     except KeyError:

@@ -15,7 +15,7 @@ set -x
   --train "$SST2/train.tsv" --eval "$SST2/dev.tsv[0:500]" --public "$SST2/dev.tsv[1000:]" \
   --train-size 1000 --max-length 48 --steps 40,80,160 --learning-rates 1e-4,3e-4 --recovery-steps 0,100
 "$st" select --study demo --storage "$DB" --policy knee --out "$OUT/selected-settings.json"
-"$st" keygen --settings "$OUT/selected-settings.json" --out "$OUT/owner.key"
+"$st" keygen --settings "$OUT/selected-settings.json" --public-text "$SST2/dev.tsv[1000:]" --out "$OUT/owner.key"
 "$st" report --study demo --storage "$DB" --out "$OUT/report"
 set +x
 echo

@@ -50,6 +50,21 @@ def sst2_test_ids(sst2, minilm_tokenizer) -> tuple[list[list[int]], list[int]]:
 
 
 @pytest.fixture(scope="session")
+def attack_setup(sst2, minilm_tokenizer):
+    """For attack tests: the public model, 1,000 private training sentences, and public text from a
+    disjoint split (dev.tsv[1000:]) as the attacker's knowledge."""
+    from objectives.data import read_labelled_text, read_texts
+    from objectives.leakage import public_knowledge
+    from objectives.models import load_as_saved
+
+    model = load_as_saved(DEFAULT_MODEL)
+    private = tokenize(minilm_tokenizer, read_labelled_text(sst2 / "train.tsv").texts[:1000], 64)
+    public_ids = tokenize(minilm_tokenizer, read_texts(sst2 / "dev.tsv")[1000:], 64)
+    public = public_knowledge(model, public_ids, minilm_tokenizer.all_special_ids)
+    return model, minilm_tokenizer, private, public
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory):
     """A 95-token WordPiece tokenizer built from a local vocabulary file (no network)."""
     from transformers import BertTokenizer

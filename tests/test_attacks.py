@@ -6,28 +6,16 @@ import pytest
 import torch
 
 from objectives.attacks.view import GroundTruth
-from objectives.data import read_labelled_text, read_texts
 from objectives.encoded import encode_token_ids
-from objectives.leakage import measure_leakage, public_knowledge
-from objectives.models import DEFAULT_MODEL, load_as_saved
-from objectives.tokens import tokenize
+from objectives.leakage import measure_leakage
+from objectives.models import DEFAULT_MODEL
 from operators.implant import shake_model
 from operators.key import generate_key
 from operators.settings import OperatorSettings, ShakeSettings, preset
 
 
-@pytest.fixture(scope="module")
-def setup(sst2, minilm_tokenizer):
-    """The public model, 1,000 private training sentences, and public text from a disjoint split."""
-    model = load_as_saved(DEFAULT_MODEL)
-    private = tokenize(minilm_tokenizer, read_labelled_text(sst2 / "train.tsv").texts[:1000], 64)
-    public_ids = tokenize(minilm_tokenizer, read_texts(sst2 / "dev.tsv")[1000:], 64)
-    public = public_knowledge(model, public_ids, minilm_tokenizer.all_special_ids)
-    return model, minilm_tokenizer, private, public
-
-
-def leak(setup, settings: ShakeSettings, seed: bytes = b"\x11" * 32):
-    model, tokenizer, private, public = setup
+def leak(attack_setup, settings: ShakeSettings, seed: bytes = b"\x11" * 32):
+    model, tokenizer, private, public = attack_setup
     key = generate_key(settings, model, tokenizer, DEFAULT_MODEL, seed=seed)
     shaken = shake_model(copy.deepcopy(model), key)
     return measure_leakage(shaken, encode_token_ids(key, private), public, key)
@@ -37,36 +25,36 @@ def chain(*ops):
     return ShakeSettings(1.0, tuple(OperatorSettings(*op) for op in ops))
 
 
-def test_horizontal_only_leaks_everything_to_nearest_neighbour(setup):
-    report = leak(setup, preset("horizontal-only"))
+def test_horizontal_only_leaks_everything_to_nearest_neighbour(attack_setup):
+    report = leak(attack_setup, preset("horizontal-only"))
     assert report.scores["nearest"].recovery >= 0.99
     assert report.leakage >= 0.99
 
 
-def test_small_gaussian_noise_hides_nothing(setup):
-    report = leak(setup, chain(("gaussian", 0.5, 1.0)))
+def test_small_gaussian_noise_hides_nothing(attack_setup):
+    report = leak(attack_setup, chain(("gaussian", 0.5, 1.0)))
     assert report.leakage >= 0.9
 
 
-def test_anchored_alignment_undoes_a_dense_linear_map(setup):
+def test_anchored_alignment_undoes_a_dense_linear_map(attack_setup):
     """tilt (a full rotation) then inflate: a dense invertible map, no noise."""
-    report = leak(setup, chain(("tilt", 1.5, 1.0), ("inflate", 1.0, 1.0)))
+    report = leak(attack_setup, chain(("tilt", 1.5, 1.0), ("inflate", 1.0, 1.0)))
     assert report.scores["nearest"].recovery < 0.1  # the map does defeat plain matching...
     assert report.scores["alignment"].recovery >= 0.9  # ...but not alignment
 
 
-def test_leakage_falls_as_noise_rises(setup):
-    figures = [leak(setup, chain(("gaussian", t, 1.0))).leakage for t in (3.0, 4.5, 6.0)]
+def test_leakage_falls_as_noise_rises(attack_setup):
+    figures = [leak(attack_setup, chain(("gaussian", t, 1.0))).leakage for t in (3.0, 4.5, 6.0)]
     assert figures[0] > figures[1] > figures[2], figures
     assert figures[0] > 0.8
 
 
-def test_frequency_analysis_ignores_vertical_operators(setup):
+def test_frequency_analysis_ignores_vertical_operators(attack_setup):
     """A 1:1 permutation is a substitution cipher: frequency ranks recover the same share whatever the
     vertical chain does (here ~18% of 1,000 sentences, against a prior from another split). The same
     seed gives the same permutation, so even ties in the counts break the same way."""
-    plain = leak(setup, preset("horizontal-only")).scores["frequency"].recovery
-    strong = leak(setup, preset("strong")).scores["frequency"].recovery
+    plain = leak(attack_setup, preset("horizontal-only")).scores["frequency"].recovery
+    strong = leak(attack_setup, preset("strong")).scores["frequency"].recovery
     assert plain == pytest.approx(strong, abs=1e-12)
     assert 0.1 < plain < 0.4
 

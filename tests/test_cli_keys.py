@@ -196,3 +196,32 @@ def test_shake_with_recovery_training_uploads_the_trained_body_and_recovery_stay
         "recovery part must be one of"
         in run("shake", "--key", str(key_path), "--out", "y", *bad, ok=False)["error"]
     )
+
+
+def test_homophonic_key_flow_encodes_at_random_and_recovers_by_averaging_copies(workdir, sst2):
+    settings = workdir / "flat.json"
+    settings.write_text(json.dumps({"homophones": {"max_share": 0.005}}))
+    key = workdir / "flat.key"
+    missing = run("keygen", "--settings", str(settings), "--out", str(key), ok=False)
+    assert "--public-text" in missing["error"] and not key.exists()
+    payload = run(
+        "keygen", "--settings", str(settings), "--public-text", str(sst2 / "dev.tsv"), "--out", str(key)
+    )
+    remember_seed(key)
+    assert payload["shaken_rows"] > 30522 and payload["settings"]["homophones"]["max_share"] == 0.005
+
+    shaken, data = workdir / "flat-shaken", str(workdir / "data.tsv")
+    run("shake", "--key", str(key), "--out", str(shaken))
+    assert json.loads((shaken / "config.json").read_text())["vocab_size"] == payload["shaken_rows"]
+    first, second = workdir / "flat-1.jsonl", workdir / "flat-2.jsonl"
+    run("encode", "--key", str(key), "--data", data, "--out", str(first))
+    run("encode", "--key", str(key), "--data", data, "--out", str(second))
+    assert load_encoded(first).input_ids != load_encoded(second).input_ids  # a fresh copy per occurrence
+
+    tuned, recovered = workdir / "flat-tuned", workdir / "flat-recovered"
+    run("tune", "--model", str(shaken), "--data", str(first), "--out", str(tuned), "--steps", "4")
+    private = run("evaluate", "--model", str(tuned), "--data", data, "--key", str(key))
+    run("recover", "--model", str(tuned), "--key", str(key), "--out", str(recovered))
+    assert json.loads((recovered / "config.json").read_text())["vocab_size"] == 30522
+    plain = run("evaluate", "--model", str(recovered), "--data", data)
+    assert abs(plain["correct"] - private["correct"]) <= 5  # copies tuned apart are averaged

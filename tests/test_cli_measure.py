@@ -42,7 +42,7 @@ def test_attack_reports_every_attack_and_the_maximum(upload, sst2):
         "--public-text",
         str(sst2 / "dev.tsv"),
     )
-    assert set(result["attacks"]) == {"frequency", "nearest", "nearest_standardized", "alignment"}
+    assert set(result["attacks"]) == {"frequency", "context", "nearest", "nearest_standardized", "alignment"}
     assert result["leakage"] >= 0.99 and result["leakage"] == max(
         a["recovery"] for a in result["attacks"].values()
     )

@@ -234,3 +234,30 @@ def test_space_searches_recovery_training_and_old_spaces_keep_it_off():
     assert SearchSpace.from_dict(stored_before_recovery).recovery_steps == (0,)
     with pytest.raises(SettingsError, match="recovery"):
         SearchSpace(recovery_parts=("head",))
+
+
+def test_space_searches_homophones_and_old_spaces_keep_them_off():
+    space = SearchSpace(max_shares=(1.0, 0.002), recovery_steps=(0,))
+    study = optuna.create_study(directions=list(DIRECTIONS), sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        settings = space.suggest(trial)
+        homophones = settings.shaking.homophones
+        seen.add(homophones.max_share)
+        if homophones.enabled:
+            assert 0.0 <= homophones.copy_noise <= 4.0
+            assert "homophones" in settings.to_dict()
+        else:
+            assert "homophones.copy_noise" not in trial.params  # conditional on flattening
+        assert space.suggest(optuna.trial.FixedTrial(space.params_of(settings))) == settings
+        study.tell(trial, [0.5, 1.0, 0.5])
+    assert seen == {1.0, 0.002}
+    stored_before = {
+        k: v for k, v in SearchSpace().to_dict().items() if k not in ("max_shares", "copy_noise")
+    }
+    assert SearchSpace.from_dict(stored_before).max_shares == (1.0,)
+    with pytest.raises(SettingsError, match="max shares"):
+        SearchSpace(max_shares=(0.0,))
+    with pytest.raises(SettingsError, match="'lm' cannot train homophonic"):
+        SearchSpace(recovery_objective="lm")

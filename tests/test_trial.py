@@ -37,6 +37,7 @@ def test_a_trial_runs_end_to_end_and_repeats_exactly(runner):
     assert first.peak_memory_mb > 0
     assert set(first.attacks) == {
         "shaken/frequency",
+        "shaken/context",
         "shaken/nearest",
         "shaken/nearest_standardized",
         "shaken/alignment",
@@ -118,3 +119,33 @@ def test_trial_settings_file_round_trip(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(SettingsError, match="mode must be one of"):
         TrialSettings.load(path)
+
+
+def test_a_homophonic_trial_attacks_the_groups_and_counts_the_larger_embedding(sst2):
+    from operators.settings import HomophoneSettings, OperatorSettings, ShakeSettings
+
+    runner = TrialRunner(
+        TaskSpec.sst2(sst2),
+        fidelity=Fidelity(train_size=64, eval_size=48, max_length=24, check_recovered=True),
+    )
+    chain = (OperatorSettings("gaussian", 0.5, 1.0),)
+    flat = TrialSettings(ShakeSettings(1.0, chain, HomophoneSettings(0.005, 1.0)), BUDGET)
+    plain = TrialSettings(ShakeSettings(1.0, chain), BUDGET)
+    result, baseline = (
+        runner.run(flat, key_seed=1, tuning_seed=1),
+        runner.run(plain, key_seed=1, tuning_seed=1),
+    )
+    added = runner.added_rows(flat.shaking)
+    assert added > 10
+    assert {"shaken/grouped_frequency", "shaken/grouped_context", "shaken/grouped_alignment"} <= set(
+        result.attacks
+    )
+    assert result.leakage == max(result.attacks.values())
+    assert result.flops["added_rows"] > 0 and "added_rows" not in baseline.flops
+    assert result.flops["implant"] > baseline.flops["implant"]
+    assert result.embedding_memory_mb - baseline.embedding_memory_mb == pytest.approx(
+        added * 384 * 16 / 2**20
+    )
+    # private inference draws copies at random; the recovered model averages them: close, not equal
+    assert abs(result.recovered_accuracy - result.accuracy) <= 0.1
+    assert baseline.recovered_accuracy == baseline.accuracy  # 1:1 recovery is exact

@@ -10,6 +10,7 @@ import torch
 import typer
 
 from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, stderr
+from objectives.attacks.view import token_counts
 from objectives.data import DataError, label_ids, read_labelled_text
 from objectives.encoded import EncodedData, encode_token_ids, load_encoded, save_encoded
 from objectives.evaluation import evaluate_accuracy, label_indices
@@ -26,6 +27,7 @@ from objectives.trial import TrialSettings
 from objectives.tuning import TUNING_MODES, TuningBudget, fine_tune
 from operators.atomic import directory_atomic
 from operators.errors import KeyMismatchError, SettingsError, ShaketuneError
+from operators.identity import input_embedding
 from operators.implant import shake_model
 from operators.key import generate_key, marker
 from operators.keyfile import load_key, save_key
@@ -53,6 +55,14 @@ def keygen(
     preset_name: str | None = typer.Option(
         None, "--preset", help=f"Named settings instead of a file: {', '.join(PRESETS)}."
     ),
+    public_text: str | None = typer.Option(
+        None,
+        "--public-text",
+        help="Public text (a file, optionally with rows, e.g. dev.tsv[1000:]) whose token frequencies "
+        "size each token's copies; needed by homophone settings.",
+    ),
+    text_column: str = TextColumn,
+    max_length: int = MaxLength,
     as_json: bool = JsonOption,
 ) -> None:
     """Generate a secret key for MODEL from settings (a file or a preset); written with mode 0600."""
@@ -63,16 +73,36 @@ def keygen(
     loaded = load_as_saved(model)
     if marker(loaded) is not None:
         raise KeyMismatchError("keys are made for a plaintext pretrained model, not a shaken one")
-    key = generate_key(chosen, loaded, tokenizer, model)
+    prior = None
+    if public_text is not None:
+        ids = tokenize(tokenizer, DataSource.parse(public_text).load_texts(text_column), max_length)
+        prior = token_counts(ids, input_embedding(loaded).shape[0])
+    elif chosen.homophones.enabled:
+        raise SettingsError("homophone settings need --public-text to size each token's copies")
+    key = generate_key(chosen, loaded, tokenizer, model, prior=prior)
     save_key(key, out)
     summary = key.public_summary()
+    homophones = (
+        [
+            f"homophones: {key.shaken_vocab_size - key.model.vocab_size} added ids for "
+            f"{len(key.copies)} frequent tokens (shaken embedding {key.shaken_vocab_size} rows)"
+        ]
+        if key.homophonic
+        else []
+    )
     emit(
-        {"key": str(out), **summary, "moved_ids": key.permutation.moved},
+        {
+            "key": str(out),
+            **summary,
+            "moved_ids": key.permutation.moved,
+            "shaken_rows": key.shaken_vocab_size,
+        },
         as_json,
         [
             f"wrote key {out} (fingerprint {key.fingerprint}, mode 0600)",
             f"settings: {chosen.describe()}",
             f"permutation moves {key.permutation.moved} of {key.model.vocab_size} ids",
+            *homophones,
             "keep this file secret and backed up: without it the tuned model cannot be recovered",
         ],
     )

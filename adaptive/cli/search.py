@@ -118,6 +118,7 @@ def _config(stored: StudyConfig | None, given: dict[str, Any], name: str) -> Stu
         "recovery_steps": _csv(given["recovery_steps"], int),
         "recovery_parts": _csv(given["recovery_parts"], str),
         "recovery_objective": given["recovery_objective"],
+        "max_shares": _csv(given["max_shares"], float),
     }
     return StudyConfig(
         model=given["model"] or base.model,
@@ -193,6 +194,12 @@ def optimize(
         "--recovery-parts",
         help="What recovery training trains: all,embeddings,embeddings+first-layers.",
     ),
+    max_shares: str | None = typer.Option(
+        None,
+        "--max-shares",
+        help="Homophonic flattening levels to choose from: the largest share of the text any one shaken "
+        "id may carry, e.g. 1,0.005,0.002 (1: a 1:1 permutation).",
+    ),
     max_leakage: float | None = MaxLeakage,
     min_accuracy: float | None = MinAccuracy,
     max_cost: float | None = MaxCost,
@@ -233,6 +240,7 @@ def optimize(
         recovery_steps=recovery_steps,
         recovery_parts=recovery_parts,
         recovery_objective=recovery_objective,
+        max_shares=max_shares,
         max_leakage=max_leakage,
         min_accuracy=min_accuracy,
         max_cost=max_cost,
@@ -459,7 +467,10 @@ def select(
             f"accuracy {chosen.accuracy:.4f}, leakage {chosen.leakage:.4f}, "
             f"cost {chosen.cost_gflops:,.0f} GFLOP",
             f"settings {chosen.settings.shaking.describe()} | tuning {chosen.settings.tuning.steps} steps",
-            f"wrote {out}; make the real key with: shaketune keygen --settings {out} --out owner.key",
+            f"wrote {out}; make the real key with: shaketune keygen --settings {out} --out owner.key"
+            + (
+                f" --public-text '{config.task.public}'" if chosen.settings.shaking.homophones.enabled else ""
+            ),
         ],
     )
 

@@ -47,6 +47,8 @@ class SpaceIn(Strict):
     recovery_steps: list[int] = Field([0, 200], min_length=1)
     recovery_parts: list[Literal["all", "embeddings", "embeddings+first-layers"]] = ["all", "embeddings"]
     recovery_objective: Literal["distill", "lm"] = "distill"
+    max_shares: list[float] = Field([1.0, 0.005, 0.002], min_length=1)
+    copy_noise: tuple[float, float] = (0.0, 4.0)
 
 
 class SearchIn(Strict):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TypeVar
 
 import torch
 
 from objectives.attacks.matching import match_rows
 from objectives.attacks.view import CloudView, PublicKnowledge
 
+T = TypeVar("T")
 EIGEN_FLOOR = 1e-6  # relative floor for covariance eigenvalues when whitening
 
 
@@ -80,6 +83,13 @@ class AttackContext:
         self.view = view
         self.public = public
         self._spaces: dict[str, Space] = {}
+        self._cache: dict[str, object] = {}
+
+    def cached(self, name: str, compute: Callable[[], T]) -> T:
+        """A quantity several attacks on this view share (e.g. the homophone groups), computed once."""
+        if name not in self._cache:
+            self._cache[name] = compute()
+        return self._cache[name]  # type: ignore[return-value]
 
     @cached_property
     def counts(self) -> torch.Tensor:

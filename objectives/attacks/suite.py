@@ -9,7 +9,9 @@ from typing import Any, Protocol
 
 from objectives.attacks.alignment import AlignmentAttack
 from objectives.attacks.context import AttackContext, Guess
+from objectives.attacks.decipherment import ContextAttack
 from objectives.attacks.frequency import FrequencyAttack
+from objectives.attacks.grouping import GroupedAttack
 from objectives.attacks.nearest import NearestNeighbourAttack
 from objectives.attacks.view import CloudView, GroundTruth, PublicKnowledge
 
@@ -20,15 +22,26 @@ class Attack(Protocol):
     def guess(self, context: AttackContext) -> Guess: ...
 
 
-def default_attacks(public_text: bool = True) -> list[Attack]:
-    """The suite; without public text there is no prior, so nothing that needs one runs."""
-    frequency = [FrequencyAttack()] if public_text else []
-    return [
-        *frequency,
+def default_attacks(public_text: bool = True, homophonic: bool = False) -> list[Attack]:
+    """The suite; without public text there is no prior, so nothing that needs one runs. Against a
+    homophonic upload (more shaken rows than the public vocabulary) every attack also runs on the
+    homophone groups found from rows, and the text attacks on groups found from rows and context."""
+    text = [FrequencyAttack(), ContextAttack()] if public_text else []
+    base = [
+        *text,
         NearestNeighbourAttack("centred"),
         NearestNeighbourAttack("standardized"),
         AlignmentAttack(frequency_anchors=300 if public_text else 0),
     ]
+    if not homophonic:
+        return base
+    by_context = [GroupedAttack(attack, by_context=True) for attack in text]
+    return base + [GroupedAttack(attack) for attack in base] + by_context
+
+
+def suite_for(view: CloudView, public: PublicKnowledge) -> list[Attack]:
+    """The default suite for this view and public knowledge."""
+    return default_attacks(bool(public.prior.sum() > 0), view.vocab_size > public.vocab_size)
 
 
 @dataclass(frozen=True)
@@ -78,7 +91,7 @@ def run_attacks(
     """Run ``attacks`` (default: the whole suite) and score them with the key's truth."""
     context = AttackContext(view, public)
     scores = {}
-    for attack in attacks or default_attacks(public_text=bool(public.prior.sum() > 0)):
+    for attack in attacks or suite_for(view, public):
         started = time.perf_counter()
         guess = attack.guess(context)
         seconds = time.perf_counter() - started

@@ -15,6 +15,15 @@ def token_counts(token_ids: Sequence[Sequence[int]], size: int) -> torch.Tensor:
     return torch.bincount(flat, minlength=size).to(torch.float64)
 
 
+def bigram_counts(token_ids: Sequence[Sequence[int]], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adjacent pairs within each sequence, as (codes a * size + b, counts), codes ascending."""
+    firsts = [a for seq in token_ids for a in seq[:-1]]
+    seconds = [b for seq in token_ids for b in seq[1:]]
+    codes = torch.as_tensor(firsts, dtype=torch.long) * size + torch.as_tensor(seconds, dtype=torch.long)
+    unique, counts = torch.unique(codes, return_counts=True)
+    return unique, counts.to(torch.float64)
+
+
 @dataclass(frozen=True)
 class CloudView:
     """Everything uploaded: the shaken input embedding and the shaken training token ids."""
@@ -37,6 +46,7 @@ class PublicKnowledge:
     embedding: torch.Tensor  # plaintext vocabulary x hidden
     prior: torch.Tensor  # counts per plaintext id, from text disjoint from the private data
     special_ids: tuple[int, ...]
+    bigrams: tuple[torch.Tensor, torch.Tensor] | None = None  # bigram_counts of the same public text
     _derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def derived(self, name: str, compute: Callable[[], Any]) -> Any:
