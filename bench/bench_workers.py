@@ -53,6 +53,10 @@ def create_study(storage: str, sst2: Path) -> None:
         "1e-4",
         "--batch-size",
         "8",
+        "--recovery-steps",
+        "0",
+        "--max-shares",
+        "1",
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -35,7 +35,8 @@ def remember_seed(key_path: Path) -> None:
 
 def tiny_search(sst2: Path, steps: str = "2") -> list[str]:
     """``optimize`` options for the smallest fidelity: 32 private sentences, 24 to evaluate, 2-4 steps,
-    0 or 3 steps of recovery training."""
+    0 or 3 steps of recovery training, 1:1 keys (homophonic trials run twice the attacks; they are tested
+    in test_homophonic*.py and test_trial.py)."""
     return [
         "--train",
         str(sst2 / "train.tsv"),
@@ -55,4 +56,6 @@ def tiny_search(sst2: Path, steps: str = "2") -> list[str]:
         "8",
         "--recovery-steps",
         "0,3",
+        "--max-shares",
+        "1",
     ]

@@ -81,7 +81,13 @@ def tiny_target(name: str, sst2: Path, trials: int = 2, **extra: object) -> dict
             "trials": trials,
             "seed": 1,
             "fidelity": {"train_size": 32, "max_length": 16},
-            "space": {"steps": [2], "learning_rates": [1e-4], "batch_size": 8, "recovery_steps": [0, 3]},
+            "space": {
+                "steps": [2],
+                "learning_rates": [1e-4],
+                "batch_size": 8,
+                "recovery_steps": [0, 3],
+                "max_shares": [1.0],
+            },
         },
         **extra,
     }
