@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from objectives.data import DataError
+from objectives.tokens import map_token_ids
 from operators.atomic import write_file_atomic
 from operators.key import ShakeKey
 from operators.randomness import KeyStream
@@ -31,14 +30,7 @@ def encode_token_ids(
 ) -> list[list[int]]:
     """Apply the key's horizontal map to every id (one gather over all examples); a homophonic key
     draws each occurrence's copy from ``source`` (None: the OS CSPRNG)."""
-    lengths = [len(seq) for seq in token_ids]
-    flat = torch.as_tensor([i for seq in token_ids for i in seq], dtype=torch.long)
-    shaken = key.encode(flat, source).tolist()
-    out, start = [], 0
-    for length in lengths:
-        out.append(shaken[start : start + length])
-        start += length
-    return out
+    return map_token_ids(token_ids, lambda flat: key.encode(flat, source))
 
 
 def save_encoded(path: str | Path, data: EncodedData) -> Path:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -15,6 +15,15 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int = DEFAULT_MAX
     if max_length < 2:
         raise ValueError("max_length must be at least 2 (room for the special tokens)")
     return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+
+
+def map_token_ids(
+    token_ids: Sequence[Sequence[int]], mapping: Callable[[torch.Tensor], torch.Tensor]
+) -> list[list[int]]:
+    """Apply an id-to-id ``mapping`` to every id of every sequence in one call, keeping the sequences."""
+    flat = torch.as_tensor([i for seq in token_ids for i in seq], dtype=torch.long)
+    pieces = mapping(flat).split([len(seq) for seq in token_ids])
+    return [piece.tolist() for piece in pieces]
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from operators.errors import SettingsError, ShaketuneError
+from operators.horizontal import _lookup
 from operators.randomness import KeyStream
 
 MAX_EXTRA_IDS = 100_000  # a bound on how far a key may grow the embedding
@@ -29,9 +30,7 @@ def copy_counts(prior: torch.Tensor, special_ids: Sequence[int], max_share: floa
     """
     if not 0.0 < max_share <= 1.0:
         raise SettingsError(f"max_share must be in (0, 1], got {max_share}")
-    counts = torch.as_tensor(prior, dtype=torch.float64).clone()
-    counts[list(special_ids)] = 0
-    total = float(counts.sum())
+    counts, total = _non_special_counts(prior, special_ids)
     if max_share >= 1.0 or total == 0:
         copies = torch.ones(len(counts), dtype=torch.long)
     else:
@@ -43,6 +42,13 @@ def copy_counts(prior: torch.Tensor, special_ids: Sequence[int], max_share: floa
             f"max_share {max_share} would add {extra} embedding rows (limit {MAX_EXTRA_IDS}); raise it"
         )
     return copies
+
+
+def _non_special_counts(prior: torch.Tensor, special_ids: Sequence[int]) -> tuple[torch.Tensor, float]:
+    """The prior with special tokens at 0 (they are never split), and its total."""
+    counts = torch.as_tensor(prior, dtype=torch.float64).clone()
+    counts[list(special_ids)] = 0
+    return counts, float(counts.sum())
 
 
 def sparse_copies(copies: torch.Tensor) -> tuple[tuple[int, int], ...]:
@@ -107,10 +113,7 @@ class Homophones:
 
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
         """Map shaken ids back to plaintext ids (every copy to its token)."""
-        try:
-            return self.plain_of_shaken[ids]
-        except IndexError:
-            raise ShaketuneError(f"shaken ids must lie in [0, {self.size}) for this key") from None
+        return _lookup(self.plain_of_shaken, ids)
 
     def rows_to_shaken(self, matrix: torch.Tensor) -> torch.Tensor:
         """Row s of the result is row plain_of_shaken[s] of ``matrix``: every copy starts as its token."""
@@ -173,7 +176,5 @@ def extra_rows(copies: torch.Tensor) -> int:
 
 def expected_max_share(prior: torch.Tensor, copies: torch.Tensor, special_ids: Sequence[int]) -> float:
     """The largest expected share of one shaken id under ``prior`` (what the flattening achieves)."""
-    counts = torch.as_tensor(prior, dtype=torch.float64).clone()
-    counts[list(special_ids)] = 0
-    total = float(counts.sum())
+    counts, total = _non_special_counts(prior, special_ids)
     return float((counts / copies).max()) / total if total else 0.0

@@ -21,6 +21,7 @@ from operators.errors import UnsupportedModelError
 from operators.homophonic import Homophones
 from operators.horizontal import Permutation
 from operators.identity import input_embedding
+from operators.inference import has_vocabulary_output
 from operators.key import ShakeKey, set_marker
 from operators.vertical import GaussianNoise, embedding_scale
 
@@ -99,8 +100,7 @@ def shake_model(model: nn.Module, key: ShakeKey) -> nn.Module:
 
 def _shake_homophonic(model: nn.Module, key: ShakeKey, tensors: VocabularyTensors) -> nn.Module:
     """One row per copy, each with its own vertical noise (and copy noise on multi-copy tokens)."""
-    getter = getattr(model, "get_output_embeddings", None)
-    if tensors.output_weight is not None or tensors.row_biases or (getter and getter() is not None):
+    if tensors.output_weight is not None or tensors.row_biases or has_vocabulary_output(model):
         raise UnsupportedModelError(
             "homophonic keys shake models without a vocabulary output layer (e.g. sequence "
             "classifiers); this model has a language-model head"

@@ -10,7 +10,7 @@ from typing import TypeVar
 import torch
 
 from objectives.attacks.matching import match_rows
-from objectives.attacks.view import CloudView, PublicKnowledge
+from objectives.attacks.view import CloudView, PublicKnowledge, bigram_counts
 
 T = TypeVar("T")
 EIGEN_FLOOR = 1e-6  # relative floor for covariance eigenvalues when whitening
@@ -94,6 +94,11 @@ class AttackContext:
     @cached_property
     def counts(self) -> torch.Tensor:
         return self.view.counts()
+
+    @cached_property
+    def bigrams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The shaken stream's adjacent pairs as :func:`bigram_counts` gives them."""
+        return bigram_counts(self.view.token_ids, self.view.vocab_size)
 
     @cached_property
     def observed(self) -> torch.Tensor:

@@ -16,7 +16,6 @@ import torch
 
 from objectives.attacks.context import AttackContext, Guess
 from objectives.attacks.frequency import FrequencyAttack, frequency_pairs
-from objectives.attacks.view import bigram_counts
 
 
 def _dense_pairs(
@@ -72,9 +71,7 @@ class ContextAttack:
         state_index = torch.full((view_size,), -1, dtype=torch.long)
         state_index[states] = torch.arange(len(states))
         state_index[specials_view] = len(states) + torch.arange(len(specials_view))
-        codes, counts = context.cached(
-            "shaken-bigrams", lambda: bigram_counts(context.view.token_ids, view_size)
-        )
+        codes, counts = context.bigrams
         shaken_pairs = _dense_pairs(codes, counts, view_size, state_index, len(states) + len(specials_view))
 
         slot_index = torch.full((public_size,), -1, dtype=torch.long)

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import torch
 
 from objectives.attacks.context import AttackContext, Guess, centred
-from objectives.attacks.view import CloudView, bigram_counts
+from objectives.attacks.view import CloudView
+from objectives.tokens import map_token_ids
 
 CONTEXT_FEATURES = 3000  # neighbour ids described individually; rarer ones share one bucket
 CONTEXT_WEIGHT = 2.0
@@ -88,7 +89,7 @@ def group_copies(
 def neighbour_similarity(context: AttackContext, rows: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of the left and right neighbour profiles of ``rows`` in the shaken stream."""
     size = context.view.vocab_size
-    codes, counts = context.cached("shaken-bigrams", lambda: bigram_counts(context.view.token_ids, size))
+    codes, counts = context.bigrams
     row_index = torch.full((size,), -1, dtype=torch.long)
     row_index[rows] = torch.arange(len(rows))
     specials = torch.as_tensor([i for i in context.public.special_ids if i < size], dtype=torch.long)
@@ -114,11 +115,7 @@ def merged_view(view: CloudView, groups: Groups) -> CloudView:
     grouped = groups.representative != torch.arange(len(embedding))
     heads = torch.unique(groups.representative[grouped])
     embedding[heads] = totals[heads] / sizes[heads, None]
-    lengths = [len(seq) for seq in view.token_ids]
-    flat = groups.representative[
-        torch.as_tensor([i for seq in view.token_ids for i in seq], dtype=torch.long)
-    ]
-    return CloudView(embedding, [piece.tolist() for piece in flat.split(lengths)])
+    return CloudView(embedding, map_token_ids(view.token_ids, lambda flat: groups.representative[flat]))
 
 
 class GroupedAttack:
