@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import torch
 
-from objectives.attacks.matching import match_rows
+from objectives.attacks.matching import nearest_rows
 from objectives.attacks.view import CloudView, PublicKnowledge, bigram_counts
 
 T = TypeVar("T")
@@ -128,7 +128,7 @@ class AttackContext:
         queries = space.shaken[self.observed]
         if rotation is not None:
             queries = queries @ rotation
-        match = match_rows(queries, space.public[self.candidates])
+        nearest = nearest_rows(queries, space.public[self.candidates])
         guess = torch.full((self.view.vocab_size,), -1, dtype=torch.long)
-        guess[self.observed] = self.candidates[match.nearest]
+        guess[self.observed] = self.candidates[nearest]
         return guess

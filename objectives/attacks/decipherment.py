@@ -44,6 +44,10 @@ class ContextAttack:
         self.smoothing = smoothing
 
     def guess(self, context: AttackContext) -> Guess:
+        """The decipherment of this view (computed once per view: other attacks seed from it)."""
+        return context.cached(f"context/{self.states}/{self.window}", lambda: self._guess(context))
+
+    def _guess(self, context: AttackContext) -> Guess:
         start = FrequencyAttack().guess(context).ids
         if context.public.bigrams is None:
             return Guess(start, "no public bigrams: frequency ranks only")
@@ -92,7 +96,8 @@ class ContextAttack:
     def _climb(
         self, counts: np.ndarray, log_prob: np.ndarray, n_states: int, n_slots: int
     ) -> tuple[list, int]:
-        """Greedy moves within a frequency-rank window until a sweep changes nothing."""
+        """Greedy moves within a frequency-rank window until a sweep changes nothing: each state, in
+        turn, takes the first slot of its window (in slot order) whose move raises the likelihood."""
         n_special = counts.shape[0] - n_states
         mapping = np.concatenate([np.arange(n_states), n_slots + np.arange(n_special)])
         owner = np.full(n_slots, -1)
@@ -101,35 +106,79 @@ class ContextAttack:
         for _ in range(self.sweeps):
             changed = 0
             for a in range(n_states):
-                for y in range(max(0, mapping[a] - self.window), min(n_slots, mapping[a] + self.window + 1)):
-                    if y == mapping[a]:
-                        continue
-                    b = owner[y]
-                    if self._gain(counts, log_prob, mapping, a, b, y) > 1e-9:
-                        x = mapping[a]
-                        mapping[a], owner[y], owner[x] = y, a, b
-                        if b >= 0:
-                            mapping[b] = x
-                        changed += 1
+                window = np.arange(
+                    max(0, mapping[a] - self.window), min(n_slots, mapping[a] + self.window + 1)
+                )
+                while len(window):
+                    gains = swap_gains(counts, log_prob, mapping, owner, a, window)
+                    better = np.flatnonzero((gains > 1e-9) & (window != mapping[a]))
+                    if not len(better):
+                        break
+                    y = int(window[better[0]])
+                    x, b = mapping[a], owner[y]
+                    mapping[a], owner[y], owner[x] = y, a, b
+                    if b >= 0:
+                        mapping[b] = x
+                    changed += 1
+                    window = window[better[0] + 1 :]
             moves += changed
             if not changed:
                 break
         return mapping[:n_states].tolist(), moves
 
-    @staticmethod
-    def _gain(counts: np.ndarray, log_prob: np.ndarray, mapping: np.ndarray, a: int, b: int, y: int) -> float:
-        """Change of the bigram log-likelihood when state a moves to slot y (and b, y's holder, to a's)."""
-        moved = [a] if b < 0 else [a, b]
-        after = mapping.copy()
-        if b >= 0:
-            after[b] = mapping[a]
-        after[a] = y
-        return _touching(counts, log_prob, after, moved) - _touching(counts, log_prob, mapping, moved)
 
+def swap_gains(
+    counts: np.ndarray,
+    log_prob: np.ndarray,
+    mapping: np.ndarray,
+    owner: np.ndarray,
+    a: int,
+    slots: np.ndarray,
+) -> np.ndarray:
+    """Change of the bigram log-likelihood sum_ij counts[i, j] log_prob[m_i, m_j] when state a moves to
+    each of ``slots`` and that slot's holder b (if any) takes a's slot x, for all slots at once.
 
-def _touching(counts: np.ndarray, log_prob: np.ndarray, mapping: np.ndarray, moved: list[int]) -> float:
-    """The part of the log-likelihood from bigrams with at least one end in ``moved``."""
-    rows = float((counts[moved] * log_prob[np.ix_(mapping[moved], mapping)]).sum())
-    cols = float((counts[:, moved] * log_prob[np.ix_(mapping, mapping[moved])]).sum())
-    both = float((counts[np.ix_(moved, moved)] * log_prob[np.ix_(mapping[moved], mapping[moved])]).sum())
-    return rows + cols - both
+    Only bigrams with an end in {a, b} change. With row_i(s) = sum_j counts[i, j] log_prob[s, m_j] and
+    col_i(s) = sum_j counts[j, i] log_prob[m_j, s] (every j, at the current mapping), the terms between a
+    and b themselves are corrected explicitly.
+    """
+    c, lp, m = counts, log_prob, mapping
+    x, y = m[a], slots
+    b = owner[y]
+    held = b >= 0
+    bb = np.where(held, b, a)  # a placeholder where the slot is free (its terms are masked out)
+    row_a = lp[y][:, m] @ c[a]
+    col_a = c[:, a] @ lp[m][:, y]
+    row_a_x = float(lp[x, m] @ c[a])
+    col_a_x = float(c[:, a] @ lp[m, x])
+    caa = c[a, a]
+    lp_xx, lp_yy, lp_xy, lp_yx = lp[x, x], lp[y, y], lp[x, y], lp[y, x]
+    # a alone moves (free slot)
+    alone = (row_a - caa * lp_yx + col_a - caa * lp_xy + caa * lp_yy) - (row_a_x + col_a_x - caa * lp_xx)
+    # a and b swap
+    cab, cba, cbb = c[a, bb], c[bb, a], c[bb, bb]
+    row_b_x = c[bb] @ lp[x, m]
+    col_b_x = c[:, bb].T @ lp[m, x]
+    row_b_y = (c[bb] * lp[y][:, m]).sum(axis=1)
+    col_b_y = (c[:, bb] * lp[m][:, y]).sum(axis=0)
+    after = (
+        (row_a - caa * lp_yx - cab * lp_yy)
+        + (col_a - caa * lp_xy - cba * lp_yy)
+        + (row_b_x - cba * lp_xx - cbb * lp_xy)
+        + (col_b_x - cab * lp_xx - cbb * lp_yx)
+        + caa * lp_yy
+        + cbb * lp_xx
+        + cab * lp_yx
+        + cba * lp_xy
+    )
+    before = (
+        (row_a_x - caa * lp_xx - cab * lp_xy)
+        + (col_a_x - caa * lp_xx - cba * lp_yx)
+        + (row_b_y - cba * lp_yx - cbb * lp_yy)
+        + (col_b_y - cab * lp_xy - cbb * lp_yy)
+        + caa * lp_xx
+        + cbb * lp_yy
+        + cab * lp_xy
+        + cba * lp_yx
+    )
+    return np.where(held, after - before, alone)

@@ -115,7 +115,9 @@ def merged_view(view: CloudView, groups: Groups) -> CloudView:
     grouped = groups.representative != torch.arange(len(embedding))
     heads = torch.unique(groups.representative[grouped])
     embedding[heads] = totals[heads] / sizes[heads, None]
-    return CloudView(embedding, map_token_ids(view.token_ids, lambda flat: groups.representative[flat]))
+    return CloudView(
+        embedding, map_token_ids(view.token_ids, lambda flat: groups.representative[flat]), merged=True
+    )
 
 
 class GroupedAttack:

@@ -21,6 +21,18 @@ class Match:
         return float(self.mutual.float().mean()) if self.mutual.numel() else 0.0
 
 
+def nearest_rows(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """Index of the squared-L2 nearest candidate of each query (one direction only: cheaper)."""
+    queries = queries.to(torch.float32)
+    candidates = candidates.to(torch.float32)
+    c_norms = (candidates * candidates).sum(dim=1)
+    nearest = torch.empty(len(queries), dtype=torch.long)
+    for start in range(0, len(queries), CHUNK):
+        block = queries[start : start + CHUNK] @ candidates.T
+        nearest[start : start + CHUNK] = block.mul_(2.0).sub_(c_norms).argmax(dim=1)
+    return nearest
+
+
 def match_rows(queries: torch.Tensor, candidates: torch.Tensor) -> Match:
     """Squared-L2 nearest neighbours, both ways: argmax of 2 q.c - |c|^2 (and of 2 q.c - |q|^2)."""
     queries = queries.to(torch.float32)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from objectives.attacks.alignment import AlignmentAttack
 from objectives.attacks.context import AttackContext, Guess
 from objectives.attacks.decipherment import ContextAttack
 from objectives.attacks.frequency import FrequencyAttack
+from objectives.attacks.function import FunctionAttack
 from objectives.attacks.grouping import GroupedAttack
-from objectives.attacks.nearest import NearestNeighbourAttack
+from objectives.attacks.nearest import NearestNeighbourAttack, PosteriorAttack
+from objectives.attacks.relational import RelationalAttack
 from objectives.attacks.view import CloudView, GroundTruth, PublicKnowledge
 
 
@@ -22,26 +24,52 @@ class Attack(Protocol):
     def guess(self, context: AttackContext) -> Guess: ...
 
 
-def default_attacks(public_text: bool = True, homophonic: bool = False) -> list[Attack]:
+def default_attacks(
+    public_text: bool = True, homophonic: bool = False, trained_body: bool = False
+) -> list[Attack]:
     """The suite; without public text there is no prior, so nothing that needs one runs. Against a
     homophonic upload (more shaken rows than the public vocabulary) every attack also runs on the
-    homophone groups found from rows, and the text attacks on groups found from rows and context."""
+    homophone groups found from rows, and the text attacks on groups found from rows and context. Where
+    the cloud holds a body trained on shaken ids (after recovery training or tuning), function matching
+    runs too."""
     text = [FrequencyAttack(), ContextAttack()] if public_text else []
     base = [
         *text,
-        NearestNeighbourAttack("centred"),
-        NearestNeighbourAttack("standardized"),
+        *_matching(public_text),
         AlignmentAttack(frequency_anchors=300 if public_text else 0),
+        *([RelationalAttack()] if public_text else []),
     ]
-    if not homophonic:
-        return base
-    by_context = [GroupedAttack(attack, by_context=True) for attack in text]
-    return base + [GroupedAttack(attack) for attack in base] + by_context
+    function = [FunctionAttack()] if trained_body else []
+    return base + function + (_grouped(base[len(text) :], text) if homophonic else [])
 
 
-def suite_for(view: CloudView, public: PublicKnowledge) -> list[Attack]:
-    """The default suite for this view and public knowledge."""
-    return default_attacks(bool(public.prior.sum() > 0), view.vocab_size > public.vocab_size)
+def informed_attacks(public_text: bool = True, homophonic: bool = False) -> list[Attack]:
+    """The attacks run on the informed view (the key's invertible operators undone): every attack that
+    reads rows. Attacks that estimate the map are pointless there, and the text attacks read no rows, so
+    their figures are the suite's."""
+    text = [FrequencyAttack(), ContextAttack()] if public_text else []
+    matching = _matching(public_text)
+    return matching + (_grouped(matching, text) if homophonic else [])
+
+
+def _matching(public_text: bool) -> list[Attack]:
+    """Attacks that match each row to its nearest public rows, with frequency evidence where there is any."""
+    posterior = [PosteriorAttack()] if public_text else []
+    return [NearestNeighbourAttack("centred"), NearestNeighbourAttack("standardized"), *posterior]
+
+
+def _grouped(row_attacks: list[Attack], text: list[Attack]) -> list[Attack]:
+    """Homophone groups merged by rows for every attack, and by rows and context for the text attacks."""
+    by_rows = [GroupedAttack(attack) for attack in [*text, *row_attacks]]
+    return by_rows + [GroupedAttack(attack, by_context=True) for attack in text]
+
+
+def suite_for(view: CloudView, public: PublicKnowledge, informed: bool = False) -> list[Attack]:
+    """The default suite (or the informed one) for this view and public knowledge."""
+    text, homophonic = bool(public.prior.sum() > 0), view.vocab_size > public.vocab_size
+    if informed:
+        return informed_attacks(text, homophonic)
+    return default_attacks(text, homophonic, view.model is not None and public.model is not None)
 
 
 @dataclass(frozen=True)
@@ -87,11 +115,12 @@ def run_attacks(
     truth: GroundTruth,
     attacks: Sequence[Attack] | None = None,
     advance: Callable[[str], None] | None = None,
+    informed: bool = False,
 ) -> LeakageReport:
-    """Run ``attacks`` (default: the whole suite) and score them with the key's truth."""
+    """Run ``attacks`` (default: the whole suite, or the informed one) and score them with the truth."""
     context = AttackContext(view, public)
     scores = {}
-    for attack in attacks or suite_for(view, public):
+    for attack in attacks or suite_for(view, public, informed):
         started = time.perf_counter()
         guess = attack.guess(context)
         seconds = time.perf_counter() - started
@@ -101,22 +130,3 @@ def run_attacks(
     occurrences = context.counts.clone()
     occurrences[truth.special] = 0
     return LeakageReport(scores, int(occurrences.sum()))
-
-
-@dataclass(frozen=True)
-class StagedLeakage:
-    """Leakage at each stage the cloud sees (e.g. before and after tuning); the objective is the max."""
-
-    stages: dict[str, LeakageReport] = field(default_factory=dict)
-
-    @property
-    def leakage(self) -> float:
-        return max((r.leakage for r in self.stages.values()), default=0.0)
-
-    def per_attack(self) -> dict[str, float]:
-        """Every figure, keyed ``stage/attack``."""
-        return {
-            f"{stage}/{name}": score.recovery
-            for stage, report in self.stages.items()
-            for name, score in report.scores.items()
-        }

@@ -30,6 +30,8 @@ class CloudView:
 
     embedding: torch.Tensor  # shaken vocabulary x hidden
     token_ids: Sequence[Sequence[int]]
+    merged: bool = False  # an attacker's view with homophone copies merged into groups
+    model: Any = field(default=None, compare=False, repr=False)  # the trained body, where it differs
 
     @property
     def vocab_size(self) -> int:
@@ -47,6 +49,7 @@ class PublicKnowledge:
     prior: torch.Tensor  # counts per plaintext id, from text disjoint from the private data
     special_ids: tuple[int, ...]
     bigrams: tuple[torch.Tensor, torch.Tensor] | None = None  # bigram_counts of the same public text
+    model: Any = field(default=None, compare=False, repr=False)  # the public pretrained model
     _derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def derived(self, name: str, compute: Callable[[], Any]) -> Any:
