@@ -20,7 +20,6 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from objectives.attacks.suite import LeakageReport, StagedLeakage, default_attacks
 from objectives.attacks.view import PublicKnowledge
 from objectives.cost import (
     ModelShape,
@@ -37,7 +36,15 @@ from objectives.cost import (
 from objectives.data import DataError, label_ids
 from objectives.encoded import encode_token_ids
 from objectives.evaluation import Accuracy, evaluate_accuracy
-from objectives.leakage import measure_leakage, public_knowledge
+from objectives.leakage import (
+    BOUND,
+    StagedLeakage,
+    StageLeakage,
+    attack_count,
+    check_measure,
+    measure_leakage,
+    public_knowledge,
+)
 from objectives.models import DEFAULT_MODEL, load_tokenizer, pretrained_classifier
 from objectives.recovery_training import RecoveryBudget, RecoveryRun, recovery_train_shaken, split_heldout
 from objectives.task import TaskSpec
@@ -136,9 +143,12 @@ class TrialResult:
 
     settings: TrialSettings
     key_fingerprint: str
-    leakage: float
-    attacks: dict[str, float]  # "stage/attack" -> recovery rate
-    strongest_attack: str
+    leakage_bound: float  # informed-adversary bound: the key's invertible operators assumed known
+    leakage_attacks: float  # the suite's best attack on the upload as it is: a lower bound
+    attacks: dict[str, float]  # "stage/attack" -> recovery rate, the suite
+    bound_attacks: dict[str, float]  # "stage/informed/attack" -> recovery rate, the informed view
+    strongest_attack: str  # the suite's best, "stage/attack"
+    strongest_bound_attack: str  # what sets the bound
     cost_gflops: float  # deterministic: the setting's implant + tuning + inference FLOPs
     flops: dict[str, float]
     seconds: dict[str, StageTime]
@@ -151,6 +161,10 @@ class TrialResult:
     recovery: RecoveryRun | None = None
     stopped_early: bool = False
     leakage_report: StagedLeakage | None = field(default=None, repr=False, compare=False)
+
+    def leakage(self, measure: str) -> float:
+        """The figure a study optimises: ``bound`` or ``attacks``."""
+        return self.leakage_bound if check_measure(measure) == BOUND else self.leakage_attacks
 
     @property
     def accuracy_gap(self) -> float | None:
@@ -169,9 +183,12 @@ class TrialResult:
             "accuracy_without_recovery": self.accuracy_without_recovery,
             "recovered_accuracy": self.recovered_accuracy,
             "recovery": self.recovery.to_dict() if self.recovery else None,
-            "leakage": self.leakage,
+            "leakage_bound": self.leakage_bound,
+            "leakage_attacks": self.leakage_attacks,
             "strongest_attack": self.strongest_attack,
+            "strongest_bound_attack": self.strongest_bound_attack,
             "attacks": self.attacks,
+            "bound_attacks": self.bound_attacks,
             "cost_gflops": self.cost_gflops,
             "flops": self.flops,
             "seconds": {stage: asdict(t) for stage, t in self.seconds.items()},
@@ -373,7 +390,8 @@ class TrialRunner:
         stop: Callable[[StagedLeakage], bool] | None = None,
         progress: Progress | None = None,
     ) -> TrialResult:
-        """Measure one setting; ``stop`` sees the leakage before training and may end the trial there.
+        """Measure one setting; ``stop`` sees the leakage (both figures) before training and after recovery
+        training, and may end the trial there.
 
         ``key_seed`` makes the trial's key; ``tuning_seed`` the batch order and dropout, which a study
         keeps fixed so that settings are compared on the same tuning noise (and share references).
@@ -416,7 +434,8 @@ class TrialRunner:
                 )
             seconds["recovery"] = watch.time
             with Stopwatch() as watch:
-                stages = dict(leakage.stages, recovered=self._attack(shaken, shaken_train, key, report))
+                recovered_stage = self._attack(shaken, shaken_train, key, report, trained_body=True)
+                stages = dict(leakage.stages, recovered=recovered_stage)
                 leakage = StagedLeakage(stages)
             seconds["attacks_recovered"] = watch.time
             if stop is not None and stop(leakage):
@@ -428,7 +447,8 @@ class TrialRunner:
 
         if self.fidelity.attack_tuned:
             with Stopwatch() as watch:
-                stages = dict(leakage.stages, tuned=self._attack(shaken, shaken_train, key, report))
+                tuned = self._attack(shaken, shaken_train, key, report, trained_body=True)
+                stages = dict(leakage.stages, tuned=tuned)
             leakage = StagedLeakage(stages)
             seconds["attacks_tuned"] = watch.time
 
@@ -489,11 +509,21 @@ class TrialRunner:
         )
 
     def _attack(
-        self, shaken: nn.Module, shaken_train: list[list[int]], key: ShakeKey, report: Progress
-    ) -> LeakageReport:
-        advance = _counter("attacks", len(default_attacks(homophonic=key.homophonic)), report)
+        self,
+        shaken: nn.Module,
+        shaken_train: list[list[int]],
+        key: ShakeKey,
+        report: Progress,
+        trained_body: bool = False,
+    ) -> StageLeakage:
+        """Both leakage figures of one stage; ``trained_body``: the cloud also holds a body trained on
+        shaken ids (after recovery training or tuning), which function matching runs."""
+        total = attack_count(key.shaken_vocab_size, self.public, trained_body)
+        advance = _counter("attacks", total, report)
         with torch.no_grad():
-            return measure_leakage(shaken, shaken_train, self.public, key, advance=lambda name: advance(1))
+            return measure_leakage(
+                shaken, shaken_train, self.public, key, lambda name: advance(1), trained_body
+            )
 
     def _result(
         self,
@@ -504,13 +534,15 @@ class TrialRunner:
         seconds: dict[str, StageTime],
         **measured: Any,
     ) -> TrialResult:
-        per_attack = leakage.per_attack()
         return TrialResult(
             settings=settings,
             key_fingerprint=key.fingerprint,
-            leakage=leakage.leakage,
-            attacks=per_attack,
-            strongest_attack=max(per_attack, key=per_attack.get),
+            leakage_bound=leakage.bound,
+            leakage_attacks=leakage.attacks,
+            attacks=leakage.per_attack(),
+            bound_attacks=leakage.per_informed_attack(),
+            strongest_attack=leakage.strongest,
+            strongest_bound_attack=leakage.strongest_bound,
             cost_gflops=sum(flops.values()) / 1e9,
             flops=flops,
             seconds=seconds,

@@ -199,6 +199,15 @@ class VerticalChain:
                 matrix = op.apply(matrix, noise_label)
         return matrix
 
+    def undo_invertible(self, matrix: torch.Tensor) -> torch.Tensor:
+        """Undo the invertible operators (``tilt``, ``inflate``, ``addv``) in reverse order and leave the
+        noise where it is: the rows an attacker would see who had recovered the secret linear map."""
+        with torch.no_grad():
+            for op in reversed(self.operators):
+                if op.invertible:
+                    matrix = op.invert(matrix)
+        return matrix
+
     def invert(self, matrix: torch.Tensor) -> torch.Tensor:
         """Undo the chain; only when every operator is invertible."""
         if not self.invertible:

@@ -5,20 +5,27 @@ import copy
 import pytest
 import torch
 
-from objectives.attacks.view import GroundTruth
+from objectives.attacks.alignment import AlignmentAttack
+from objectives.attacks.frequency import FrequencyAttack
+from objectives.attacks.nearest import NearestNeighbourAttack
+from objectives.attacks.suite import run_attacks
+from objectives.attacks.view import CloudView, GroundTruth
 from objectives.encoded import encode_token_ids
-from objectives.leakage import measure_leakage
+from objectives.leakage import ground_truth
 from objectives.models import DEFAULT_MODEL
+from operators.identity import input_embedding
 from operators.implant import shake_model
 from operators.key import generate_key
 from operators.settings import OperatorSettings, ShakeSettings, preset
 
 
-def leak(attack_setup, settings: ShakeSettings, seed: bytes = b"\x11" * 32):
+def leak(attack_setup, settings: ShakeSettings, attacks=None, seed: bytes = b"\x11" * 32):
+    """The suite's report (or only ``attacks``) on an upload shaken with ``settings``."""
     model, tokenizer, private, public = attack_setup
     key = generate_key(settings, model, tokenizer, DEFAULT_MODEL, seed=seed)
     shaken = shake_model(copy.deepcopy(model), key)
-    return measure_leakage(shaken, encode_token_ids(key, private), public, key)
+    view = CloudView(input_embedding(shaken).detach(), encode_token_ids(key, private))
+    return run_attacks(view, public, ground_truth(key), attacks=attacks)
 
 
 def chain(*ops):
@@ -26,25 +33,30 @@ def chain(*ops):
 
 
 def test_horizontal_only_leaks_everything_to_nearest_neighbour(attack_setup):
-    report = leak(attack_setup, preset("horizontal-only"))
+    report = leak(attack_setup, preset("horizontal-only"), [NearestNeighbourAttack()])
     assert report.scores["nearest"].recovery >= 0.99
     assert report.leakage >= 0.99
 
 
 def test_small_gaussian_noise_hides_nothing(attack_setup):
-    report = leak(attack_setup, chain(("gaussian", 0.5, 1.0)))
+    report = leak(attack_setup, chain(("gaussian", 0.5, 1.0)), [NearestNeighbourAttack()])
     assert report.leakage >= 0.9
 
 
 def test_anchored_alignment_undoes_a_dense_linear_map(attack_setup):
     """tilt (a full rotation) then inflate: a dense invertible map, no noise."""
-    report = leak(attack_setup, chain(("tilt", 1.5, 1.0), ("inflate", 1.0, 1.0)))
+    report = leak(
+        attack_setup,
+        chain(("tilt", 1.5, 1.0), ("inflate", 1.0, 1.0)),
+        [NearestNeighbourAttack(), AlignmentAttack()],
+    )
     assert report.scores["nearest"].recovery < 0.1  # the map does defeat plain matching...
     assert report.scores["alignment"].recovery >= 0.9  # ...but not alignment
 
 
 def test_leakage_falls_as_noise_rises(attack_setup):
-    figures = [leak(attack_setup, chain(("gaussian", t, 1.0))).leakage for t in (3.0, 4.5, 6.0)]
+    matching = [NearestNeighbourAttack(), NearestNeighbourAttack("standardized")]
+    figures = [leak(attack_setup, chain(("gaussian", t, 1.0)), matching).leakage for t in (3.0, 4.5, 6.0)]
     assert figures[0] > figures[1] > figures[2], figures
     assert figures[0] > 0.8
 
@@ -53,8 +65,8 @@ def test_frequency_analysis_ignores_vertical_operators(attack_setup):
     """A 1:1 permutation is a substitution cipher: frequency ranks recover the same share whatever the
     vertical chain does (here ~18% of 1,000 sentences, against a prior from another split). The same
     seed gives the same permutation, so even ties in the counts break the same way."""
-    plain = leak(attack_setup, preset("horizontal-only")).scores["frequency"].recovery
-    strong = leak(attack_setup, preset("strong")).scores["frequency"].recovery
+    plain = leak(attack_setup, preset("horizontal-only"), [FrequencyAttack()]).scores["frequency"].recovery
+    strong = leak(attack_setup, preset("strong"), [FrequencyAttack()]).scores["frequency"].recovery
     assert plain == pytest.approx(strong, abs=1e-12)
     assert 0.1 < plain < 0.4
 

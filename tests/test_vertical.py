@@ -116,3 +116,19 @@ def test_operators_apply_in_order(matrix):
     addv, inflate = chain.operators
     assert torch.equal(chain.apply(matrix), inflate.apply(addv.apply(matrix)))
     torch.testing.assert_close(chain.invert(chain.apply(matrix)), matrix, rtol=0, atol=2e-6)
+
+
+def test_undoing_the_invertible_operators_leaves_exactly_the_noise(matrix):
+    """The informed-adversary view: tilt and inflate undone, the gaussian noise between them left in place
+    (rotated back by the tilt's inverse, so still N(0, (intensity x scale)^2) per entry)."""
+    scale = embedding_scale(matrix)
+    specs = [OperatorSettings("tilt", 1.5, 1.0), OperatorSettings("gaussian", 2.0, 1.0)]
+    specs.append(OperatorSettings("inflate", 0.5, 1.0))
+    chain = build_chain(specs, HIDDEN, scale, KeyStream(SEED, "vertical"))
+    residual = chain.undo_invertible(chain.apply(matrix)) - matrix
+    assert float(residual.std()) == pytest.approx(2.0 * scale, rel=0.02)
+    assert abs(float(torch.corrcoef(torch.stack([residual.flatten(), matrix.flatten()]))[0, 1])) < 0.02
+    invertible = build_chain(specs[::2], HIDDEN, scale, KeyStream(SEED, "vertical"))
+    assert torch.allclose(invertible.undo_invertible(invertible.apply(matrix)), matrix, atol=1e-5)
+    noise_only = build_chain(specs[1:2], HIDDEN, scale, KeyStream(SEED, "vertical"))
+    assert torch.equal(noise_only.undo_invertible(matrix), matrix)
