@@ -38,12 +38,13 @@ from adaptive.study import (
     runner_for,
     warm_start,
 )
+from objectives.leakage import DEFAULT_LEAKAGE_MEASURE, check_measure
 from objectives.task import TaskSpec
-from objectives.trial import Fidelity, TrialSettings
+from objectives.trial import Fidelity
 from operators.errors import SettingsError, ShaketuneError
 from storage.engine import optuna_storage
 from storage.models import utcnow
-from storage.repository import ACTIVE_STATES, Repository, RunRecord, SelectionRecord, TargetRecord
+from storage.repository import ACTIVE_STATES, Repository, RunRecord, TargetRecord
 
 HOST = socket.gethostname()
 LOG_DIR_ENV = "SHAKETUNE_LOG_DIR"
@@ -70,8 +71,10 @@ class SearchTemplate:
     seed: int = 0
     fidelity: Fidelity = field(default_factory=Fidelity)
     space: SearchSpace = field(default_factory=SearchSpace)
+    leakage_measure: str = DEFAULT_LEAKAGE_MEASURE  # older templates: the bound, the safe default
 
     def __post_init__(self) -> None:
+        check_measure(self.leakage_measure)
         if self.trials < 1:
             raise SettingsError(f"trials must be >= 1, got {self.trials}")
         if self.sampler not in SAMPLERS:
@@ -89,7 +92,7 @@ class SearchTemplate:
 
     @classmethod
     def of(cls, config: StudyConfig, trials: int, sampler: str) -> SearchTemplate:
-        return cls(trials, sampler, config.seed, config.fidelity, config.space)
+        return cls(trials, sampler, config.seed, config.fidelity, config.space, config.leakage_measure)
 
 
 def config_for(target: TargetRecord) -> StudyConfig:
@@ -103,6 +106,7 @@ def config_for(target: TargetRecord) -> StudyConfig:
         caps=Caps.from_dict(target.caps),
         target=target.name,
         seed=template.seed,
+        leakage_measure=template.leakage_measure,
     )
 
 
@@ -233,12 +237,7 @@ def cancel_run(repository: Repository, study_name: str) -> RunRecord:
 # --- executing (in the worker) ---------------------------------------------------------------------
 def _current_candidate(repository: Repository, target: str) -> Candidate | None:
     record = repository.current_selection(target)
-    if record is None:
-        return None
-    settings = TrialSettings.from_dict(record.settings)
-    return Candidate(
-        record.study_name, record.trial_number, settings, record.accuracy, record.cost_gflops, record.leakage
-    )
+    return Candidate.of_record(record) if record is not None else None
 
 
 def decide_selection(repository: Repository, target: TargetRecord, study: optuna.Study, caps: Caps) -> str:
@@ -248,22 +247,9 @@ def decide_selection(repository: Repository, target: TargetRecord, study: optuna
     if not front:
         return f"no setting of {study.study_name} is feasible within the target's caps; nothing changes"
     replace, choice = decide(current, front, target.policy)
-    chosen = choice.candidate
-    repository.record_selection(
-        SelectionRecord(
-            target=target.name,
-            study_name=chosen.study_name,
-            trial_number=chosen.trial_number,
-            policy=target.policy,
-            caps=caps.to_dict(),
-            settings=chosen.settings.to_dict(),
-            accuracy=chosen.accuracy,
-            cost_gflops=chosen.cost_gflops,
-            leakage=chosen.leakage,
-            decision="selected" if replace else "kept",
-            reason=choice.reason,
-        )
-    )
+    decision = "selected" if replace else "kept"
+    record = choice.candidate.record(target.name, target.policy, caps.to_dict(), choice.reason, decision)
+    repository.record_selection(record)
     return choice.reason
 
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial
 
-from adaptive.study import objectives_of, trial_settings
+from adaptive.study import LeakageFigures, leakage_figures, objectives_of, trial_settings
 from objectives.trial import TrialSettings
 from operators.errors import SettingsError
+from storage.repository import SelectionRecord
 
 POLICIES = ("max-accuracy", "knee")
 DEFAULT_POLICY = "max-accuracy"
@@ -32,17 +33,63 @@ class Candidate:
     settings: TrialSettings
     accuracy: float
     cost_gflops: float
-    leakage: float
+    leakage: float  # the figure the study optimised (see ``figures.measure``)
+    figures: LeakageFigures | None = None
 
     @classmethod
     def of(cls, study_name: str, trial: FrozenTrial) -> Candidate:
         accuracy, cost, leakage = objectives_of(trial)
-        return cls(study_name, trial.number, trial_settings(trial), accuracy, cost, leakage)
+        figures = leakage_figures(trial)
+        return cls(study_name, trial.number, trial_settings(trial), accuracy, cost, leakage, figures)
+
+    @classmethod
+    def of_record(cls, record: SelectionRecord) -> Candidate:
+        """A recorded selection as a candidate (to compare a target's current setting with new ones)."""
+        figures = LeakageFigures(
+            record.leakage_measure or "attacks",
+            record.leakage_bound,
+            record.leakage_attacks if record.leakage_attacks is not None else record.leakage,
+            record.strongest_bound_attack or "",
+            record.strongest_attack or "",
+        )
+        settings = TrialSettings.from_dict(record.settings)
+        return cls(
+            record.study_name,
+            record.trial_number,
+            settings,
+            record.accuracy,
+            record.cost_gflops,
+            record.leakage,
+            figures,
+        )
+
+    def describe_leakage(self) -> str:
+        return self.figures.describe() if self.figures else f"leakage {self.leakage:.2%}"
 
     def describe(self) -> str:
         return (
             f"trial {self.trial_number} of {self.study_name} (accuracy {self.accuracy:.4f}, "
-            f"leakage {self.leakage:.4f}, cost {self.cost_gflops:,.0f} GFLOP)"
+            f"{self.describe_leakage()}, cost {self.cost_gflops:,.0f} GFLOP)"
+        )
+
+    def record(
+        self, target: str, policy: str, caps: dict, reason: str, decision: str = "selected"
+    ) -> SelectionRecord:
+        """The selection record of choosing (or keeping) this candidate for ``target``."""
+        figures = self.figures.to_dict() if self.figures else {}
+        return SelectionRecord(
+            target=target,
+            study_name=self.study_name,
+            trial_number=self.trial_number,
+            policy=policy,
+            caps=caps,
+            settings=self.settings.to_dict(),
+            accuracy=self.accuracy,
+            cost_gflops=self.cost_gflops,
+            leakage=self.leakage,
+            decision=decision,
+            reason=reason,
+            **figures,
         )
 
 

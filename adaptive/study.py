@@ -1,7 +1,9 @@
 """The study: an Optuna multi-objective search over shaking settings, stored in the database.
 
 Three objectives: maximise accuracy after private tuning, minimise the deterministic cost (GFLOP),
-minimise leakage under the attack suite. User caps become Optuna constraints set by each trial. A trial
+minimise leakage: by default the informed-adversary bound (the key's invertible operators assumed known),
+or the attack suite's lower bound, as the study's ``leakage_measure`` says; both are recorded per trial.
+User caps become Optuna constraints set by each trial. A trial
 whose leakage (measured before any training) or cost already breaks a cap stops there: it is recorded
 as a complete, infeasible trial whose accuracy is the worst possible, 0, and whose user attributes say
 ``stopped_early``, so the sampler learns from it and no front ever contains it.
@@ -22,11 +24,22 @@ from optuna.trial import FrozenTrial, TrialState
 
 from adaptive.samplers import DEFAULT_SAMPLER, make_sampler
 from adaptive.space import SearchSpace
+from objectives.leakage import ATTACKS, DEFAULT_LEAKAGE_MEASURE, check_measure
 from objectives.task import TaskSpec
 from objectives.trial import Fidelity, TrialResult, TrialRunner, TrialSettings
 from operators.errors import SettingsError, ShaketuneError
 
 OBJECTIVES = ("accuracy", "cost_gflops", "leakage")
+# the leakage cap a new study or target gets unless its owner sets one or opts out explicitly: a share of
+# private tokens under the study's leakage measure (by default the informed-adversary bound)
+DEFAULT_MAX_LEAKAGE = 0.10
+
+
+def metric_names(measure: str) -> list[str]:
+    """The objectives as the dashboard shows them: the leakage named for the figure it is."""
+    return ["accuracy", "cost_gflops", f"leakage_{check_measure(measure)}"]
+
+
 DIRECTIONS = ("maximize", "minimize", "minimize")
 CONFIG_ATTR = "shaketune"
 
@@ -97,6 +110,10 @@ class StudyConfig:
     caps: Caps = field(default_factory=Caps)
     target: str = ""
     seed: int = 0
+    leakage_measure: str = DEFAULT_LEAKAGE_MEASURE  # which figure the leakage objective and caps use
+
+    def __post_init__(self) -> None:
+        check_measure(self.leakage_measure)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +125,7 @@ class StudyConfig:
             "caps": self.caps.to_dict(),
             "target": self.target,
             "seed": self.seed,
+            "leakage_measure": self.leakage_measure,
         }
 
     @classmethod
@@ -120,12 +138,13 @@ class StudyConfig:
             caps=Caps.from_dict(data["caps"]),
             target=data.get("target", ""),
             seed=int(data.get("seed", 0)),
+            leakage_measure=data.get("leakage_measure", ATTACKS),  # what studies measured before the bound
         )
 
     def differences(self, other: StudyConfig) -> list[str]:
         """What differs between two configs, among what changes the measurements."""
         mine, theirs = self.to_dict(), other.to_dict()
-        keys = ("model", "task_fingerprint", "fidelity", "space", "caps")
+        keys = ("model", "task_fingerprint", "fidelity", "space", "caps", "leakage_measure")
         return [key for key in keys if mine[key] != theirs[key]]
 
 
@@ -183,17 +202,21 @@ def open_study(
     )
     with warnings.catch_warnings():  # set_metric_names is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(OBJECTIVES))
+        study.set_metric_names(metric_names(config.leakage_measure))
     study.set_user_attr(CONFIG_ATTR, config.to_dict())
     return study
 
 
-def record(trial: optuna.Trial, result: TrialResult, caps: Caps) -> tuple[float, float, float]:
-    """Store every figure of ``result`` on the trial, set the cap constraints, return the objectives."""
+def record(
+    trial: optuna.Trial, result: TrialResult, caps: Caps, measure: str = DEFAULT_LEAKAGE_MEASURE
+) -> tuple[float, float, float]:
+    """Store every figure of ``result`` on the trial, set the cap constraints, return the objectives
+    (leakage as ``measure`` says)."""
     for name, value in result.to_dict().items():
         trial.set_user_attr(name, value)
+    trial.set_user_attr("leakage_measure", measure)
     accuracy = result.accuracy if result.accuracy is not None else 0.0  # stopped: worst possible
-    values = (accuracy, result.cost_gflops, result.leakage)
+    values = (accuracy, result.cost_gflops, result.leakage(measure))
     for name, violation in caps.violations(*values).items():
         trial.set_constraint(name, violation)
     return values
@@ -210,14 +233,14 @@ def objective(
     config: StudyConfig, runner: TrialRunner, progress: Callable[[str, int, int], None] | None = None
 ) -> Callable[[optuna.Trial], tuple[float, float, float]]:
     """The function Optuna calls per trial: suggest settings, measure them, record the figures."""
-    caps = config.caps
+    caps, measure = config.caps, config.leakage_measure
 
     def run(trial: optuna.Trial) -> tuple[float, float, float]:
         settings = config.space.suggest(trial)
         cost = sum(runner.flops(settings, config.seed).values()) / 1e9
 
         def stop(leakage: Any) -> bool:
-            too_leaky = caps.max_leakage is not None and leakage.leakage > caps.max_leakage
+            too_leaky = caps.max_leakage is not None and leakage.figure(measure) > caps.max_leakage
             too_costly = caps.max_cost is not None and cost > caps.max_cost
             return too_leaky or too_costly
 
@@ -225,9 +248,70 @@ def objective(
         result = runner.run(
             settings, key_seed=key_seed, tuning_seed=config.seed, stop=stop, progress=progress
         )
-        return record(trial, result, caps)
+        return record(trial, result, caps, measure)
 
     return run
+
+
+@dataclass(frozen=True)
+class LeakageFigures:
+    """A trial's leakage as stated: the figure its study optimised, and both figures named for what
+    they are (trials measured before the bound existed have none)."""
+
+    measure: str
+    bound: float | None  # informed-adversary bound
+    attacks: float  # the suite's best attack run: a lower bound
+    strongest_bound: str
+    strongest_attack: str
+
+    @property
+    def value(self) -> float:
+        return self.bound if self.measure == "bound" and self.bound is not None else self.attacks
+
+    @property
+    def strongest(self) -> str:
+        """The attack behind :attr:`value`."""
+        return (
+            self.strongest_bound
+            if self.measure == "bound" and self.bound is not None
+            else self.strongest_attack
+        )
+
+    def describe(self) -> str:
+        suite = f"best attack run {self.attacks:.2%} ({_short(self.strongest_attack)})"
+        if self.bound is None:
+            return f"{suite}; no informed-adversary bound measured (a lower bound only)"
+        return f"bound {self.bound:.2%} ({_short(self.strongest_bound)}); {suite}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "leakage_measure": self.measure,
+            "leakage_bound": self.bound,
+            "leakage_attacks": self.attacks,
+            "strongest_bound_attack": self.strongest_bound,
+            "strongest_attack": self.strongest_attack,
+        }
+
+
+def _short(attack: str) -> str:
+    """``shaken/context`` -> ``context``; other stages stay named."""
+    return attack.removeprefix("shaken/")
+
+
+def leakage_figures(trial: FrozenTrial) -> LeakageFigures:
+    """Both leakage figures of a measured trial, and which one its study optimised."""
+    attrs = trial.user_attrs
+    measure = attrs.get("leakage_measure", ATTACKS)
+    attacks = attrs.get("leakage_attacks", attrs.get("leakage"))
+    if attacks is None:
+        attacks = objectives_of(trial)[2]
+    return LeakageFigures(
+        measure,
+        attrs.get("leakage_bound"),
+        float(attacks),
+        str(attrs.get("strongest_bound_attack", "")),
+        str(attrs.get("strongest_attack", "")),
+    )
 
 
 def objectives_of(trial: FrozenTrial) -> tuple[float, float, float]:

@@ -54,7 +54,12 @@ class Selection(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(JSON)
     accuracy: Mapped[float] = mapped_column(Float)
     cost_gflops: Mapped[float] = mapped_column(Float)
-    leakage: Mapped[float] = mapped_column(Float)
+    leakage: Mapped[float] = mapped_column(Float)  # the figure the study optimised (leakage_measure)
+    leakage_measure: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    leakage_bound: Mapped[float | None] = mapped_column(Float, nullable=True)
+    leakage_attacks: Mapped[float | None] = mapped_column(Float, nullable=True)
+    strongest_bound_attack: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    strongest_attack: Mapped[str | None] = mapped_column(String(200), nullable=True)
     decision: Mapped[str] = mapped_column(String(20), default="selected")  # selected | kept
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -14,6 +14,14 @@ from storage.engine import StorageError, get_engine
 from storage.models import Base, PlaintextReference, Run, Selection, Target, TrialSlot, utcnow
 
 ACTIVE_STATES = ("queued", "running", "cancelling")
+# a selection's leakage figures beside the one its study optimised
+LEAKAGE_FIELDS = (
+    "leakage_measure",
+    "leakage_bound",
+    "leakage_attacks",
+    "strongest_bound_attack",
+    "strongest_attack",
+)
 
 
 @dataclass(frozen=True)
@@ -57,11 +65,16 @@ class SelectionRecord:
     settings: dict[str, Any]
     accuracy: float
     cost_gflops: float
-    leakage: float
+    leakage: float  # the figure the study optimised (``leakage_measure``)
     decision: str = "selected"
     reason: str = ""
     created_at: datetime | None = None
     id: int | None = None
+    leakage_measure: str | None = None  # "bound" or "attacks"; None: recorded before the bound existed
+    leakage_bound: float | None = None  # informed-adversary bound
+    leakage_attacks: float | None = None  # the suite's best attack run (a lower bound)
+    strongest_bound_attack: str | None = None
+    strongest_attack: str | None = None
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -131,6 +144,7 @@ def _selection_record(row: Selection) -> SelectionRecord:
         reason=row.reason,
         created_at=_utc(row.created_at),
         id=row.id,
+        **{name: getattr(row, name) for name in LEAKAGE_FIELDS},
     )
 
 
@@ -225,6 +239,7 @@ class Repository:
                 leakage=record.leakage,
                 decision=record.decision,
                 reason=record.reason,
+                **{name: getattr(record, name) for name in LEAKAGE_FIELDS},
             )
             session.add(row)
             session.flush()

@@ -11,7 +11,7 @@ from optuna.trial import TrialState, create_trial
 
 from adaptive.selection import Candidate, choose, decide
 from adaptive.space import SearchSpace
-from adaptive.study import DIRECTIONS, Caps, feasible_front, study_config
+from adaptive.study import DEFAULT_MAX_LEAKAGE, DIRECTIONS, Caps, feasible_front, study_config
 from objectives.trial import TrialSettings
 from objectives.tuning import TuningBudget
 from operators.errors import SettingsError
@@ -23,7 +23,8 @@ from tests.cli import remember_seed, run, tiny_search
 
 def tiny(sst2, storage, study, *extra):
     """optimize at the smallest fidelity, with 2 or 4 tuning steps."""
-    return run("optimize", "--study", study, "--storage", storage, *tiny_search(sst2, steps="2,4"), *extra)
+    capped = "--max-leakage" in extra
+    return run("optimize", "--study", study, "--storage", storage, *tiny_search(sst2, "2,4", capped), *extra)
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +41,11 @@ def test_study_is_stored_with_three_objectives_and_resumes(sst2, storage, first_
     assert first_study["trials"] == 4 and first_study["measured"] == 4 and first_study["pareto"]
     study = optuna.load_study(study_name="first", storage=optuna_storage(storage))
     assert [d.name.lower() for d in study.directions] == list(DIRECTIONS)
-    assert study.metric_names == ["accuracy", "cost_gflops", "leakage"]
+    assert study.metric_names == ["accuracy", "cost_gflops", "leakage_bound"]  # the default measure
     trial = study.trials[0]
     assert set(trial.user_attrs) >= {"attacks", "accuracy_gap", "seconds", "key_fingerprint", "settings"}
+    assert trial.user_attrs["leakage_measure"] == "bound"
+    assert trial.values[2] == trial.user_attrs["leakage_bound"] >= trial.user_attrs["leakage_attacks"]
 
     again = run(
         "optimize", "--study", "first", "--storage", storage, "--trials", "2"
@@ -71,6 +74,18 @@ def test_leakage_cap_stops_trials_before_training(sst2, storage):
         assert trial.constraints["leakage"] > 0 and trial.values[0] == 0.0
     error = run("select", "--study", "capped", "--storage", storage, ok=False)["error"]
     assert "no measured trial of 'capped' is feasible within max_leakage 0.05" in error
+
+
+def test_a_new_study_gets_the_default_leakage_cap_unless_its_owner_opts_out(storage):
+    created = run("optimize", "--study", "defaulted", "--storage", storage, "--trials", "0")
+    assert created["caps"]["max_leakage"] == DEFAULT_MAX_LEAKAGE
+    config = study_config(optuna.load_study(study_name="defaulted", storage=optuna_storage(storage)))
+    assert config.caps.max_leakage == DEFAULT_MAX_LEAKAGE and config.leakage_measure == "bound"
+    opted = run("optimize", "--study", "open", "--storage", storage, "--trials", "0", "--no-leakage-cap")
+    assert opted["caps"]["max_leakage"] is None
+    both = ["--max-leakage", "0.2", "--no-leakage-cap"]
+    error = run("optimize", "--study", "both", "--storage", storage, "--trials", "0", *both, ok=False)
+    assert "not both" in error["error"]
 
 
 def test_resuming_with_other_measurements_is_refused(sst2, storage, first_study):

@@ -16,12 +16,14 @@ from adaptive.samplers import DEFAULT_SAMPLER, SAMPLERS
 from adaptive.selection import DEFAULT_POLICY, POLICIES, Candidate, choose
 from adaptive.space import SearchSpace
 from adaptive.study import (
+    DEFAULT_MAX_LEAKAGE,
     Caps,
     StoredReferences,
     StudyConfig,
     StudyError,
     feasible_front,
     is_measured,
+    leakage_figures,
     load_study,
     objective,
     objectives_of,
@@ -36,13 +38,15 @@ from objectives.task import TaskSpec
 from objectives.trial import Fidelity, TrialSettings
 from operators.errors import SettingsError
 from storage.engine import optuna_storage, storage_url
-from storage.repository import Repository, SelectionRecord
+from storage.repository import Repository
 
 StorageOption = typer.Option(
     None, "--storage", help="Database URL (default: $SHAKETUNE_STORAGE, else sqlite:///shaketune.db)."
 )
 StudyOption = typer.Option(..., "--study", help="Study name.")
-MaxLeakage = typer.Option(None, "--max-leakage", help="Cap: leakage at most this (0-1).")
+MaxLeakage = typer.Option(
+    None, "--max-leakage", help="Cap: leakage (the study's leakage measure) at most this (0-1)."
+)
 MinAccuracy = typer.Option(None, "--min-accuracy", help="Cap: accuracy at least this (0-1).")
 MaxCost = typer.Option(None, "--max-cost", help="Cap: cost at most this many GFLOP.")
 
@@ -67,19 +71,35 @@ def _front_rows(front: list) -> list[dict[str, Any]]:
                 "accuracy_gap": trial.user_attrs.get("accuracy_gap"),
                 "cost_gflops": cost,
                 "leakage": leakage,
-                "strongest_attack": trial.user_attrs.get("strongest_attack"),
+                **leakage_figures(trial).to_dict(),
                 "settings": trial.user_attrs.get("settings"),
             }
         )
     return rows
 
 
+FRONT_COLUMNS = {  # header: right-aligned
+    "trial": True,
+    "accuracy": True,
+    "gap": True,
+    "leakage bound": True,
+    "best attack run": True,
+    "GFLOP": True,
+    "shaking": False,
+    "tuning": False,
+}
+
+
+def _percent_and_attack(value: float | None, attack: str | None) -> str:
+    if value is None:
+        return "not measured"
+    return f"{value:.2%} {str(attack or '').removeprefix('shaken/')}"
+
+
 def _front_table(title: str, rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=title)
-    for column in ("trial", "accuracy", "gap", "leakage", "strongest attack", "GFLOP", "shaking", "tuning"):
-        table.add_column(
-            column, justify="right" if column in ("trial", "accuracy", "gap", "leakage", "GFLOP") else "left"
-        )
+    table = Table(title=title, caption=LEAKAGE_CAPTION)
+    for column, right in FRONT_COLUMNS.items():
+        table.add_column(column, justify="right" if right else "left")
     for row in rows:
         settings = TrialSettings.from_dict(row["settings"])
         gap = row["accuracy_gap"]
@@ -87,13 +107,19 @@ def _front_table(title: str, rows: list[dict[str, Any]]) -> Table:
             str(row["trial"]),
             f"{row['accuracy']:.4f}",
             f"{gap:+.4f}" if gap is not None else "",
-            f"{row['leakage']:.4f}",
-            str(row["strongest_attack"]).replace("shaken/", ""),
+            _percent_and_attack(row["leakage_bound"], row["strongest_bound_attack"]),
+            _percent_and_attack(row["leakage_attacks"], row["strongest_attack"]),
             f"{row['cost_gflops']:,.0f}",
             settings.shaking.describe(),
             settings.describe_budget(),
         )
     return table
+
+
+LEAKAGE_CAPTION = (
+    "leakage bound: share of private tokens recovered by an attacker who knows the key's invertible "
+    "operators; best attack run: the suite on the upload as it is (a lower bound). Neither is a guarantee."
+)
 
 
 TASK_KEYS = ("train", "eval", "public", "text_column", "label_column")
@@ -102,8 +128,14 @@ CAP_KEYS = ("max_leakage", "min_accuracy", "max_cost")
 
 
 def _config(stored: StudyConfig | None, given: dict[str, Any], name: str) -> StudyConfig:
-    """The stored config (or the defaults, for a new study) with the options given on this call."""
-    base = stored or StudyConfig(model=DEFAULT_MODEL, task=options.default_task(), target=name)
+    """The stored config (or the defaults, for a new study) with the options given on this call. A new
+    study gets the default leakage cap unless a cap is given or ``--no-leakage-cap`` opts out."""
+    default_caps = Caps() if given["no_leakage_cap"] else Caps(max_leakage=DEFAULT_MAX_LEAKAGE)
+    base = stored or StudyConfig(
+        model=DEFAULT_MODEL, task=options.default_task(), target=name, caps=default_caps
+    )
+    if given["no_leakage_cap"] and given["max_leakage"] is not None:
+        raise SettingsError("give either --max-leakage or --no-leakage-cap, not both")
 
     def merged(current: dict[str, Any], keys: tuple[str, ...], **extra: Any) -> dict[str, Any]:
         updates = {k: given[k] for k in keys if given[k] is not None}
@@ -129,10 +161,19 @@ def _config(stored: StudyConfig | None, given: dict[str, Any], name: str) -> Stu
         space=SearchSpace.from_dict(
             {**base.space.to_dict(), **{k: v for k, v in space.items() if v is not None}}
         ),
-        caps=Caps.from_dict(merged(base.caps.to_dict(), CAP_KEYS)),
+        caps=_caps(base.caps, given),
         target=given["target"] or base.target or name,
         seed=given["seed"] if given["seed"] is not None else base.seed,
+        leakage_measure=given["leakage_measure"] or base.leakage_measure,
     )
+
+
+def _caps(stored: Caps, given: dict[str, Any]) -> Caps:
+    """The stored caps with those given now; ``--no-leakage-cap`` removes the leakage cap."""
+    caps = {**stored.to_dict(), **{k: given[k] for k in CAP_KEYS if given[k] is not None}}
+    if given["no_leakage_cap"]:
+        caps["max_leakage"] = None
+    return Caps.from_dict(caps)
 
 
 def optimize(
@@ -201,8 +242,20 @@ def optimize(
         "id may carry, e.g. 1,0.005,0.002 (1: a 1:1 permutation).",
     ),
     max_leakage: float | None = MaxLeakage,
+    no_leakage_cap: bool = typer.Option(
+        False,
+        "--no-leakage-cap",
+        help=f"Search without a leakage cap (a new study otherwise gets --max-leakage "
+        f"{DEFAULT_MAX_LEAKAGE}); the selection is then held to no privacy figure.",
+    ),
     min_accuracy: float | None = MinAccuracy,
     max_cost: float | None = MaxCost,
+    leakage_measure: str | None = typer.Option(
+        None,
+        "--leakage-measure",
+        help="Leakage figure to minimise and cap: bound (default; the key's invertible operators assumed "
+        "known to the attacker) or attacks (the suite's best attack, a lower bound).",
+    ),
     target: str | None = typer.Option(
         None, "--target", help="Target the study chooses settings for (default: study name)."
     ),
@@ -242,10 +295,12 @@ def optimize(
         recovery_objective=recovery_objective,
         max_shares=max_shares,
         max_leakage=max_leakage,
+        no_leakage_cap=no_leakage_cap,
         min_accuracy=min_accuracy,
         max_cost=max_cost,
         target=target,
         seed=seed,
+        leakage_measure=leakage_measure,
     )
     stored = study_config(load_study(study_name, backend)) if study_exists(study_name, backend) else None
     config = _config(stored, given, study_name)
@@ -432,20 +487,7 @@ def select(
     repository.ensure_target(
         config.target, config.model, config.task.to_dict(), config.task.fingerprint(), config.caps.to_dict()
     )
-    record = repository.record_selection(
-        SelectionRecord(
-            target=config.target,
-            study_name=study_name,
-            trial_number=chosen.trial_number,
-            policy=policy,
-            caps=caps.to_dict(),
-            settings=chosen.settings.to_dict(),
-            accuracy=chosen.accuracy,
-            cost_gflops=chosen.cost_gflops,
-            leakage=chosen.leakage,
-            reason=choice.reason,
-        )
-    )
+    record = repository.record_selection(chosen.record(config.target, policy, caps.to_dict(), choice.reason))
     emit(
         {
             "study": study_name,
@@ -456,6 +498,7 @@ def select(
             "accuracy": chosen.accuracy,
             "cost_gflops": chosen.cost_gflops,
             "leakage": chosen.leakage,
+            **(chosen.figures.to_dict() if chosen.figures else {}),
             "caps": caps.to_dict(),
             "settings": chosen.settings.to_dict(),
             "out": str(out),
@@ -464,8 +507,8 @@ def select(
         as_json,
         [
             f"selected trial {chosen.trial_number} of {study_name} ({choice.reason})",
-            f"accuracy {chosen.accuracy:.4f}, leakage {chosen.leakage:.4f}, "
-            f"cost {chosen.cost_gflops:,.0f} GFLOP",
+            f"accuracy {chosen.accuracy:.4f}, cost {chosen.cost_gflops:,.0f} GFLOP",
+            f"leakage {chosen.describe_leakage()}",
             f"settings {chosen.settings.shaking.describe()} | tuning {chosen.settings.tuning.steps} steps",
             f"wrote {out}; make the real key with: shaketune keygen --settings {out} --out owner.key"
             + (

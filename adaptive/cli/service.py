@@ -13,9 +13,10 @@ from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, s
 from adaptive.cli.search import StorageOption
 from adaptive.runs import execute_run, queue_run, raise_on_sigterm
 from adaptive.scheduler import add_schedule, list_schedules, make_scheduler, remove_schedule
+from adaptive.selection import Candidate
 from operators.errors import SettingsError
 from storage.engine import storage_url
-from storage.repository import Repository, SelectionRecord
+from storage.repository import LEAKAGE_FIELDS, Repository, SelectionRecord
 
 TOKEN_ENV = "SHAKETUNE_API_TOKEN"
 
@@ -118,6 +119,8 @@ def _selection_summary(record: SelectionRecord | None) -> dict[str, Any] | None:
         "trial": record.trial_number,
         "accuracy": record.accuracy,
         "leakage": record.leakage,
+        **{name: getattr(record, name) for name in LEAKAGE_FIELDS},
+        "leakage_summary": Candidate.of_record(record).describe_leakage(),
         "cost_gflops": record.cost_gflops,
         "settings": record.settings,
     }

@@ -32,14 +32,15 @@ from adaptive.runs import (
     resume_interrupted,
 )
 from adaptive.scheduler import add_schedule, list_schedules, make_scheduler, remove_schedule
+from adaptive.selection import Candidate
 from adaptive.service import schemas
 from adaptive.space import SearchSpace
-from adaptive.study import Caps, feasible_front, objectives_of, study_exists
+from adaptive.study import Caps, feasible_front, leakage_figures, objectives_of, study_exists
 from objectives.task import TaskSpec
 from objectives.trial import Fidelity
 from operators.errors import ShaketuneError
 from storage.engine import optuna_storage, redacted, storage_url
-from storage.repository import ACTIVE_STATES, Repository, RunRecord, TargetRecord
+from storage.repository import ACTIVE_STATES, LEAKAGE_FIELDS, Repository, RunRecord, TargetRecord
 
 MAX_BODY_BYTES = 64 * 1024
 log = logging.getLogger("shaketune.service")
@@ -181,7 +182,11 @@ def create_app(url: str | None = None, token: str | None = None) -> FastAPI:
             if front:
                 accuracy, cost, leakage = objectives_of(front[0])
                 best = schemas.BestPoint(
-                    trial=front[0].number, accuracy=accuracy, cost_gflops=cost, leakage=leakage
+                    trial=front[0].number,
+                    accuracy=accuracy,
+                    cost_gflops=cost,
+                    leakage=leakage,
+                    leakage_summary=leakage_figures(front[0]).describe(),
                 )
         return schemas.StudyOut(
             study=run.study_name,
@@ -256,6 +261,7 @@ def create_app(url: str | None = None, token: str | None = None) -> FastAPI:
             search.seed,
             Fidelity(**search.fidelity.model_dump()),
             SearchSpace.from_dict(space),
+            search.leakage_measure,
         )
         caps = Caps(**body.caps.model_dump())
         record = register_target(
@@ -282,6 +288,8 @@ def create_app(url: str | None = None, token: str | None = None) -> FastAPI:
             accuracy=record.accuracy,
             cost_gflops=record.cost_gflops,
             leakage=record.leakage,
+            **{name: getattr(record, name) for name in LEAKAGE_FIELDS},
+            leakage_summary=Candidate.of_record(record).describe_leakage(),
             caps=record.caps,
             settings=record.settings,
             created_at=record.created_at,

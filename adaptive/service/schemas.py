@@ -57,6 +57,11 @@ class SearchIn(Strict):
     seed: int = Field(0, ge=0)
     fidelity: FidelityIn = FidelityIn()
     space: SpaceIn = SpaceIn()
+    leakage_measure: Literal["bound", "attacks"] = Field(
+        "bound",
+        description="Leakage figure the search minimises and caps: the informed-adversary bound (the key's "
+        "invertible operators assumed known) or the attack suite's best attack (a lower bound)",
+    )
 
 
 class TargetIn(Strict):
@@ -88,7 +93,17 @@ class SelectionOut(BaseModel):
     reason: str
     accuracy: float
     cost_gflops: float
-    leakage: float
+    leakage: float = Field(description="The figure the study optimised: see leakage_measure")
+    leakage_measure: str | None = Field(None, description="bound or attacks (None: before the bound)")
+    leakage_bound: float | None = Field(
+        None,
+        description="Informed-adversary bound: share of private tokens recovered with the key's "
+        "invertible operators undone",
+    )
+    leakage_attacks: float | None = Field(None, description="The suite's best attack run: a lower bound")
+    strongest_bound_attack: str | None = None
+    strongest_attack: str | None = None
+    leakage_summary: str = Field(description="Both figures in words, named for what they are")
     caps: dict[str, Any]
     settings: dict[str, Any] = Field(description="Shaking settings and tuning budget; keygen accepts them")
     created_at: datetime | None
@@ -108,7 +123,8 @@ class BestPoint(BaseModel):
     trial: int
     accuracy: float
     cost_gflops: float
-    leakage: float
+    leakage: float = Field(description="The figure the study optimises (its leakage_measure)")
+    leakage_summary: str = Field(description="Both figures in words, named for what they are")
 
 
 class StudyOut(BaseModel):
