@@ -41,6 +41,7 @@ def row(name: str, steps: int, result: TrialResult, baseline: TrialResult) -> st
     gap, base_gap = result.accuracy_gap, baseline.accuracy_gap
     ratio = f"{gap / base_gap:6.2f}" if steps and base_gap > 0 else "      "
     recovered = result.attacks.get(f"recovered/{result.strongest_attack.split('/')[-1]}")
+    bound, base_bound = result.leakage_bound, baseline.leakage_bound
     after = f"{recovered:6.3f}" if recovered is not None else "     -"
     recovery_gflop = result.flops["recovery"] / 1e9
     loss = (
@@ -49,8 +50,9 @@ def row(name: str, steps: int, result: TrialResult, baseline: TrialResult) -> st
         else ""
     )
     return (
-        f"   {name:8s} {steps:6d} {result.accuracy:6.3f} {gap:+6.3f} {ratio} {result.leakage:6.3f} "
-        f"{result.leakage - baseline.leakage:+6.3f} {after} {result.strongest_attack:28s} "
+        f"   {name:8s} {steps:6d} {result.accuracy:6.3f} {gap:+6.3f} {ratio} {result.leakage_attacks:6.3f} "
+        f"{result.leakage_attacks - baseline.leakage_attacks:+6.3f} {after} {bound:6.3f} "
+        f"{bound - base_bound:+6.3f} {result.strongest_attack:28s} "
         f"{result.cost_gflops:7.0f} {recovery_gflop:7.0f} {loss}"
     )
 
@@ -78,11 +80,11 @@ def main() -> None:
     )
     print(f"eval {task.eval}; public text {task.public}; tuning {TuningBudget()}")
     print(f"plaintext accuracy at this budget: {plaintext:.3f}\n")
-    columns = ("setting", "steps", "acc", "gap", "gap/0", "leak", "dleak", "after", "strongest attack")
+    columns = ("setting", "steps", "acc", "gap", "gap/0", "suite", "dsuite", "after", "bound", "dbound")
     print(
         f"   {columns[0]:8s} {columns[1]:>6s} "
-        + " ".join(f"{c:>6s}" for c in columns[2:8])
-        + f" {columns[8]:28s} {'GFLOP':>7s} {'recov.':>7s} held-out LM loss"
+        + " ".join(f"{c:>6s}" for c in columns[2:])
+        + f" {'strongest attack':28s} {'GFLOP':>7s} {'recov.':>7s} held-out LM loss"
     )
     verdicts = []
     for name in SETTINGS:
@@ -106,15 +108,15 @@ def verdict(name: str, result: TrialResult, baseline: TrialResult) -> str:
     """Target: the gap at 4N steps at most half the gap without, leakage at most 2 points higher."""
     gap, base_gap = result.accuracy_gap, baseline.accuracy_gap
     halved = gap <= base_gap / 2
-    rise = result.leakage - baseline.leakage
+    rise = result.leakage_bound - baseline.leakage_bound
     held = rise <= MAX_LEAKAGE_RISE
     if base_gap <= 0:
         return f"{name}: no gap to halve (gap without recovery {base_gap:+.3f})"
     ok = "MEETS" if halved and held else "MISSES"
     return (
         f"{name}: {ok} the target: gap {base_gap:+.3f} -> {gap:+.3f} ({gap / base_gap:.2f}x of it, "
-        f"target <= 0.50x); leakage {baseline.leakage:.3f} -> {result.leakage:.3f} ({rise:+.3f}, "
-        f"target <= +{MAX_LEAKAGE_RISE:.2f})"
+        f"target <= 0.50x); leakage bound {baseline.leakage_bound:.3f} -> {result.leakage_bound:.3f} "
+        f"({rise:+.3f}, target <= +{MAX_LEAKAGE_RISE:.2f})"
     )
 
 
