@@ -167,10 +167,11 @@ def schedule_add(
         made = add_schedule(scheduler, url, target, cron, every)
     finally:
         scheduler.shutdown(wait=False)
+    next_run = made.next_run_time.isoformat() if made.next_run_time else None
     emit(
-        {"id": made.id, "target": made.target, "trigger": made.trigger},
+        {"id": made.id, "target": made.target, "trigger": made.trigger, "next_run_time": next_run},
         as_json,
-        [f"added {made.id}: {made.trigger}"],
+        [f"added {made.id}: {made.trigger}, next run {next_run}"],
     )
 
 
@@ -183,11 +184,23 @@ def schedule_list(storage: str | None = StorageOption, as_json: bool = JsonOptio
         found = list_schedules(scheduler)
     finally:
         scheduler.shutdown(wait=False)
-    rows = [{"id": s.id, "target": s.target, "trigger": s.trigger} for s in found]
+    rows = [
+        {
+            "id": s.id,
+            "target": s.target,
+            "trigger": s.trigger,
+            "next_run_time": s.next_run_time.isoformat() if s.next_run_time else None,
+        }
+        for s in found
+    ]
     emit(
         {"schedules": rows},
         as_json,
-        [f"{r['id']}: {r['target']} {r['trigger']}" for r in rows] or ["no schedules"],
+        [
+            f"{r['id']}: {r['target']} {r['trigger']}, next run {r['next_run_time'] or 'none (paused)'}"
+            for r in rows
+        ]
+        or ["no schedules"],
     )
 
 
