@@ -19,17 +19,30 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class Service:
-    """``shaketune serve`` as a child process; ``stop()`` ends it (SIGTERM or SIGKILL)."""
+SST2 = Path(os.environ.get("SHAKETUNE_SST2", Path(__file__).resolve().parents[2] / "shared/data/sst2"))
 
-    def __init__(self, storage: str, workdir: Path) -> None:
+
+class Service:
+    """``shaketune serve`` as a child process; ``stop()`` ends it (SIGTERM or SIGKILL).
+
+    The storage URL reaches it through $SHAKETUNE_STORAGE (never the command line); targets may read
+    SST-2's directory and ``data_roots``."""
+
+    def __init__(self, storage: str, workdir: Path, data_roots: tuple[Path, ...] = (), **env: str) -> None:
         self.storage, self.workdir = storage, workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "SHAKETUNE_LOG_DIR": str(workdir / "logs"), "HF_HUB_OFFLINE": "1"}
+        env = {
+            **os.environ,
+            "SHAKETUNE_LOG_DIR": str(workdir / "logs"),
+            "HF_HUB_OFFLINE": "1",
+            "SHAKETUNE_STORAGE": storage,
+            **env,
+        }
+        roots = [arg for root in (SST2, *data_roots) for arg in ("--data-root", str(root))]
         self.log = (workdir / f"serve-{self.port}.log").open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "adaptive", "serve", "--storage", storage, "--port", str(self.port)],
+            [sys.executable, "-m", "adaptive", "serve", "--port", str(self.port), *roots],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env=env,
