@@ -153,13 +153,13 @@ def read_labelled_text(
 def read_texts(path: str | Path, text_column: str = "sentence", header: bool = True) -> list[str]:
     """Texts of a local file (no labels needed), validated."""
     texts = read_columns(path, (text_column,), header)[text_column]
-    _check_texts(texts, str(path))
+    check_texts(texts, str(path))
     return texts
 
 
 def check_labelled_text(texts: list[Any], labels: list[Any], source: str) -> LabelledText:
     """Validate texts and labels read from ``source``; errors name the source and the row."""
-    _check_texts(texts, source)
+    check_texts(texts, source)
     _check_labels(labels, source)
     return LabelledText(texts, labels, source)
 
@@ -170,7 +170,7 @@ def _has_header_only(path: Path) -> bool:
     return len(lines) < 2
 
 
-def _check_texts(texts: list[Any], path: str) -> None:
+def check_texts(texts: list[Any], path: str) -> None:
     for row, text in enumerate(texts):
         if not isinstance(text, str):
             raise DataError(f"{path}: text in row {row + 1} is {type(text).__name__}, not a string")

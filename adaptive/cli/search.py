@@ -11,6 +11,7 @@ from rich.table import Table
 from adaptive.budget import storage_options
 from adaptive.cli import options
 from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, stderr, wide_console
+from adaptive.inputs import check_inputs
 from adaptive.runs import SearchTemplate
 from adaptive.samplers import DEFAULT_SAMPLER, SAMPLERS
 from adaptive.selection import DEFAULT_POLICY, POLICIES, Candidate, choose
@@ -96,7 +97,7 @@ def _front_table(title: str, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-TASK_KEYS = ("train", "eval", "public", "text_column", "label_column")
+TASK_KEYS = ("train", "eval", "public", "text_column", "label_column", "header")
 FIDELITY_KEYS = ("train_size", "eval_size", "max_length")
 CAP_KEYS = ("max_leakage", "min_accuracy", "max_cost")
 
@@ -162,8 +163,13 @@ def optimize(
     public: str | None = typer.Option(
         None, "--public", help="Attacker's public text (default dev.tsv[1000:])."
     ),
-    text_column: str | None = typer.Option(None, "--text-column"),
-    label_column: str | None = typer.Option(None, "--label-column"),
+    text_column: str | None = typer.Option(
+        None, "--text-column", help="Text column: a name, or a position (0 is the first)."
+    ),
+    label_column: str | None = typer.Option(
+        None, "--label-column", help="Label column: a name, or a position (0 is the first)."
+    ),
+    no_header: bool = options.NoHeader,
     train_size: int | None = typer.Option(None, "--train-size", min=1, help="Fidelity (default 2000)."),
     eval_size: int | None = typer.Option(None, "--eval-size", min=1, help="Fidelity (default all)."),
     max_length: int | None = typer.Option(None, "--max-length", min=4, help="Fidelity (default 64)."),
@@ -217,7 +223,7 @@ def optimize(
     """Search shaking settings: maximise accuracy, minimise cost and leakage, within the caps."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial's error is reported once, cleanly
     url = storage_url(storage)
     backend = optuna_storage(url, **storage_options())
     repository = Repository(url)
@@ -228,6 +234,7 @@ def optimize(
         public=public,
         text_column=text_column,
         label_column=label_column,
+        header=False if no_header else None,
         train_size=train_size,
         eval_size=eval_size,
         max_length=max_length,
@@ -251,6 +258,7 @@ def optimize(
     config = _config(stored, given, study_name)
     if sampler not in SAMPLERS:
         raise SettingsError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    check_inputs(config.task, config.model)  # before the study exists: a bad task leaves nothing behind
     study = open_study(study_name, backend, config, sampler)
     template = SearchTemplate.of(config, trials or SearchTemplate().trials, sampler).to_dict()
     record = repository.ensure_target(

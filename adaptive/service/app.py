@@ -14,16 +14,18 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import optuna
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, Query, Request, status
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from adaptive.budget import completed
+from adaptive.inputs import check_inputs
 from adaptive.runs import (
     NotFound,
     RunConflict,
@@ -50,6 +52,10 @@ SUPERVISE_SECONDS = 2.0
 PUBLIC_PATHS = ("/health", "/docs", "/docs/oauth2-redirect", "/openapi.json")  # no token needed
 DOCS_ASSETS = "/static-offline-docs/"  # Swagger UI's files, served from the installed package
 log = logging.getLogger("shaketune.service")
+Name = Annotated[str, PathParam(pattern=schemas.NAME, description="Target name")]
+StudyName = Annotated[str, PathParam(pattern=schemas.ID, description="Study name")]
+ScheduleId = Annotated[str, PathParam(pattern=schemas.ID, description="Schedule id")]
+TargetFilter = Annotated[str | None, Query(pattern=schemas.NAME, description="Only this target's")]
 
 
 @dataclass(frozen=True)
@@ -281,8 +287,13 @@ def create_app(
 
     @app.post("/targets", response_model=schemas.TargetOut, status_code=201, responses=errors)
     def create_target(body: schemas.TargetIn, request: Request) -> schemas.TargetOut:
-        """Register a target (model + task data + caps + policy + how to search); idempotent per name."""
+        """Register a target (model + task data + caps + policy + how to search); idempotent per name.
+
+        Every source and the model are checked now (inside the service's data roots, loadable, with
+        the named columns and enough rows, public text disjoint from the private rows): 400 with the
+        reason otherwise."""
         task = TaskSpec.from_dict(body.task.model_dump())
+        check_inputs(task, body.model, settings.data_roots)
         search = body.search
         space = search.space.model_dump(exclude_none=True)
         template = SearchTemplate(
@@ -303,7 +314,7 @@ def create_app(
         return [_target_out(t) for t in repository(request).targets()]
 
     @app.get("/targets/{name}", response_model=schemas.TargetOut, responses=errors)
-    def target(name: str, request: Request) -> schemas.TargetOut:
+    def target(name: Name, request: Request) -> schemas.TargetOut:
         return _target_out(target_or_404(request, name))
 
     def selection_out(record: Any) -> schemas.SelectionOut:
@@ -323,7 +334,7 @@ def create_app(
         )
 
     @app.get("/targets/{name}/selection", response_model=schemas.SelectionOut, responses=errors)
-    def selection(name: str, request: Request) -> schemas.SelectionOut:
+    def selection(name: Name, request: Request) -> schemas.SelectionOut:
         """The settings this target uses now: what a client asks before each private tuning job."""
         target_or_404(request, name)
         record = repository(request).current_selection(name)
@@ -332,15 +343,28 @@ def create_app(
         return selection_out(record)
 
     @app.get("/targets/{name}/selections", response_model=list[schemas.SelectionOut], responses=errors)
-    def selections(name: str, request: Request) -> list[schemas.SelectionOut]:
+    def selections(name: Name, request: Request) -> list[schemas.SelectionOut]:
         """Every decision about the target's settings, oldest first, each with its reason."""
         target_or_404(request, name)
         return [selection_out(s) for s in repository(request).selections(name)]
 
+    @app.delete("/targets/{name}", status_code=204, responses=errors)
+    def delete_target(name: Name, request: Request) -> Response:
+        """Remove a target, its schedules and its selection history (409 while it has an active run);
+        its studies stay in the database."""
+        target_or_404(request, name)
+        repository(request).delete_target(name)
+        for made in list_schedules(request.app.state.scheduler, name):
+            with contextlib.suppress(NotFound):
+                remove_schedule(request.app.state.scheduler, made.id)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
     @app.post(
         "/targets/{name}/reoptimise", response_model=schemas.StudyOut, status_code=202, responses=errors
     )
-    def reoptimise(name: str, request: Request, body: schemas.ReoptimiseIn | None = None) -> schemas.StudyOut:
+    def reoptimise(
+        name: Name, request: Request, body: schemas.ReoptimiseIn | None = None
+    ) -> schemas.StudyOut:
         """Start a re-optimisation now, warm-started from the target's previous study."""
         target_or_404(request, name)
         run = queue_run(repository(request), name, "reoptimise", body.trials if body else None)
@@ -355,19 +379,19 @@ def create_app(
         launcher(run.id, url)
         return study_out(request, run)
 
-    @app.get("/studies", response_model=list[schemas.StudyOut])
-    def studies(request: Request, target: str | None = None) -> list[schemas.StudyOut]:
+    @app.get("/studies", response_model=list[schemas.StudyOut], responses=errors)
+    def studies(request: Request, target: TargetFilter = None) -> list[schemas.StudyOut]:
         return [study_out(request, run) for run in repository(request).runs(target)]
 
     @app.get("/studies/{study}", response_model=schemas.StudyOut, responses=errors)
-    def study(study: str, request: Request) -> schemas.StudyOut:
+    def study(study: StudyName, request: Request) -> schemas.StudyOut:
         run = repository(request).run_for_study(study)
         if run is None:
             raise NotFound(f"no study named {study!r} was started by this service")
         return study_out(request, run)
 
     @app.post("/studies/{study}/cancel", response_model=schemas.StudyOut, status_code=202, responses=errors)
-    def cancel(study: str, request: Request) -> schemas.StudyOut:
+    def cancel(study: StudyName, request: Request) -> schemas.StudyOut:
         return study_out(request, cancel_run(repository(request), study))
 
     @app.post("/schedules", response_model=schemas.ScheduleOut, status_code=201, responses=errors)
@@ -376,12 +400,12 @@ def create_app(
         made = add_schedule(request.app.state.scheduler, url, body.target, body.cron, body.interval_seconds)
         return schemas.ScheduleOut(**vars(made))
 
-    @app.get("/schedules", response_model=list[schemas.ScheduleOut])
-    def schedules(request: Request, target: str | None = None) -> list[schemas.ScheduleOut]:
+    @app.get("/schedules", response_model=list[schemas.ScheduleOut], responses=errors)
+    def schedules(request: Request, target: TargetFilter = None) -> list[schemas.ScheduleOut]:
         return [schemas.ScheduleOut(**vars(s)) for s in list_schedules(request.app.state.scheduler, target)]
 
     @app.delete("/schedules/{schedule_id}", status_code=204, responses=errors)
-    def delete_schedule(schedule_id: str, request: Request) -> Response:
+    def delete_schedule(schedule_id: ScheduleId, request: Request) -> Response:
         remove_schedule(request.app.state.scheduler, schedule_id)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
