@@ -4,12 +4,9 @@ answers without a 5xx, with a documented status code and a body that matches its
 The service runs in this process (uvicorn in a thread) on a SQLite file, with one registered target and
 a data root holding one small file; no worker process is ever started (the launcher only counts)."""
 
-import threading
-import time
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -23,7 +20,7 @@ from adaptive.service.app import ServiceSettings, create_app
 from adaptive.study import Caps
 from objectives.task import DataSource, TaskSpec
 from storage.repository import Repository
-from tests.service import free_port
+from tests.service import serve_in_thread
 
 LAUNCHED: list[int] = []
 
@@ -51,15 +48,8 @@ def api(tmp_path_factory):
         app = create_app(
             ServiceSettings(url, None, (root,)), launcher=lambda run_id, _url: LAUNCHED.append(run_id)
         )
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-        server.should_exit = True
-        thread.join(timeout=10)
+        with serve_in_thread(app) as base:
+            yield base
 
 
 # the schema the app publishes (it does not depend on the database); requests go to the fixture's server
