@@ -4,7 +4,6 @@ answers without a 5xx, with a documented status code and a body that matches its
 The service runs in this process (uvicorn in a thread) on a SQLite file, with one registered target and
 a data root holding one small file; no worker process is ever started (the launcher only counts)."""
 
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings

@@ -494,7 +494,8 @@ def studies(storage: str | None = StorageOption, as_json: bool = JsonOption) -> 
         study = optuna.load_study(study_name=name, storage=backend)
         trials = study.get_trials(deepcopy=False)
         states = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
-        entry: dict[str, Any] = {"study": name, "trials": len(trials), "states": states}
+        complete = states["complete"]  # failed, pruned and running trials are not counted as trials
+        entry: dict[str, Any] = {"study": name, "trials": complete, "states": states}
         try:
             config = study_config(study)
             front = feasible_front(study)
@@ -511,10 +512,18 @@ def studies(storage: str | None = StorageOption, as_json: bool = JsonOption) -> 
         except StudyError:
             entry["note"] = "not a shaketune study"
         listing.append(entry)
+
+    def figure(value: float | None, form: str) -> str:
+        return "-" if value is None else format(value, form)
+
+    def others(states: dict[str, int]) -> str:
+        shown = [f"{count} {state}" for state, count in states.items() if count and state != "complete"]
+        return f" ({', '.join(shown)})" if shown else ""
+
     lines = [
-        f"{e['study']}: {e['trials']} trials, front {e.get('front_size', '-')}, best accuracy "
-        f"{e.get('best_accuracy') if e.get('best_accuracy') is not None else '-'}, lowest leakage "
-        f"{e.get('lowest_leakage') if e.get('lowest_leakage') is not None else '-'}"
+        f"{e['study']}: {e['trials']} trials{others(e['states'])}, front {e.get('front_size', '-')}, "
+        f"best accuracy {figure(e.get('best_accuracy'), '.4f')}, lowest leakage "
+        f"{figure(e.get('lowest_leakage'), '.4f')}, lowest cost {figure(e.get('lowest_cost'), ',.0f')} GFLOP"
         for e in listing
     ] or ["no studies"]
     emit({"studies": listing}, as_json, lines)
