@@ -111,3 +111,21 @@ def test_one_run_per_target_and_dead_workers(storage, tmp_path, sst2):
         assert client.get("/health").json()["active_runs"] == 0
     finally:
         service.stop()
+
+
+def test_a_schedule_and_the_cli_meet_the_same_rule(tmp_path, caplog):
+    """The rule lives in the database, so it holds whoever starts the run."""
+    from adaptive.runs import RunConflict, queue_run
+    from adaptive.scheduler import fire
+    from tests.cli import run
+
+    url = f"sqlite:///{tmp_path / 'rule.db'}"
+    repository = Repository(url)
+    repository.ensure_target("t", "m", {}, "0" * 64)
+    active = queue_run(repository, "t", "study")
+    with pytest.raises(RunConflict, match=f"already has run {active.id}"):
+        queue_run(repository, "t", "reoptimise")
+    fire("t", url)  # a schedule's firing is skipped with a warning, no second run
+    assert "skipped" in caplog.text and len(repository.runs("t")) == 1
+    refused = run("reoptimise", "t", "--storage", url, ok=False)
+    assert f"already has run {active.id}" in refused["error"]
