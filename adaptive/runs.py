@@ -212,8 +212,15 @@ def process_alive(pid: int | None) -> bool:
 
 
 def run_heartbeat_seconds() -> float:
-    """How often a worker marks its run alive; 4 beats without news mean it is dead."""
+    """How often a worker marks its run alive."""
     return min(heartbeat_seconds(), 15)
+
+
+def run_grace_seconds() -> float:
+    """How old a run's last heartbeat may be before its worker counts as dead: four beats, and at
+    least a minute, so a worker slowed by a busy machine or a locked database is not taken for dead
+    (a worker process that is gone on this machine is noticed at once, whatever its heartbeat)."""
+    return max(4 * run_heartbeat_seconds(), 60.0)
 
 
 def worker_alive(run: RunRecord, now: datetime | None = None) -> bool:
@@ -222,7 +229,7 @@ def worker_alive(run: RunRecord, now: datetime | None = None) -> bool:
     if run.state == "queued" and _starting(run.id):
         return True
     now = now or utcnow()
-    grace = timedelta(seconds=4 * run_heartbeat_seconds())
+    grace = timedelta(seconds=run_grace_seconds())
     fresh = run.heartbeat_at is not None and now - run.heartbeat_at < grace
     if run.host == HOST and run.pid:
         return fresh and process_alive(run.pid)
