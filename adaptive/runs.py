@@ -3,9 +3,11 @@
 A run is queued in the database, executed by ``shaketune run-job ID`` (a separate process, so a request
 never waits for a study and a crash takes only that run down), warm-started from the target's previous
 study, and it ends by applying the target's policy: the new front's pick replaces the current selection
-only when it is better, and every decision is recorded with its reason. A run whose process died (the
-service or the machine was killed) is found by the service at start-up and launched again; it resumes its
-study, so finished trials are never repeated.
+only when it is better, and every decision is recorded with its reason. The database holds at most one
+active run per target. A worker marks its run alive (a heartbeat with its host and PID); a run whose
+worker died (killed, crashed, its machine gone) is found by the service, while it runs and when it
+starts, and launched again: it resumes its study, so finished trials are never repeated, and the trial
+the dead worker was measuring is failed and retried.
 """
 
 from __future__ import annotations
@@ -299,11 +301,6 @@ def supervise_runs(
         relaunched.append(run.id)
         log.warning("run %s: worker died; relaunched (stale trials failed and retried: %s)", run.id, failed)
     return relaunched
-
-
-def resume_interrupted(repository: Repository, url: str) -> list[int]:
-    """Relaunch active runs whose worker is gone (the service calls this when it starts)."""
-    return supervise_runs(repository, url)
 
 
 def cancel_run(repository: Repository, study_name: str) -> RunRecord:
