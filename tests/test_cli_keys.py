@@ -102,7 +102,7 @@ def test_bad_inputs_give_clear_errors(workdir, key_path):
     error = run(
         "encode", "--key", str(key_path), "--data", str(bad), "--out", str(workdir / "e.jsonl"), ok=False
     )
-    assert "no column(s) 'sentence'" in error["error"] and "--text-column" in error["error"]
+    assert "no column 'sentence'" in error["error"] and "--text-column" in error["error"]
     assert not (workdir / "e.jsonl").exists()
     payload = run(
         "encode",
