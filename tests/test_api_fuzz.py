@@ -57,7 +57,7 @@ schema = schemathesis.openapi.from_dict(create_app(ServiceSettings("sqlite://"))
 
 @schema.parametrize()
 @settings(
-    max_examples=30,
+    max_examples=20,
     deadline=None,
     derandomize=True,
     suppress_health_check=list(HealthCheck),
