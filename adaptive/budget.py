@@ -84,6 +84,7 @@ def run_budget(
     """Run trials until ``study`` has ``budget`` completed ones, ``deadline`` passes or ``should_stop()``;
     returns how many this worker completed."""
     me, mine, failures = worker_name(), 0, 0
+    reasons: list[str] = []
     while (deadline is None or datetime.now(timezone.utc) < deadline) and not should_stop():
         with warnings.catch_warnings():  # marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -100,7 +101,11 @@ def run_budget(
         def in_slot(trial: optuna.Trial, slot: int = slot, numbers: list[int] = numbers) -> Sequence[float]:
             numbers.append(trial.number)
             repository.assign_slot(study.study_name, slot, trial.number)
-            return objective(trial)
+            try:
+                return objective(trial)
+            except Exception as exc:  # Optuna keeps no reason: remember the first one to report it
+                reasons.append(f"trial {trial.number}: {type(exc).__name__}: {str(exc)[:400]}")
+                raise
 
         study.optimize(
             in_slot, n_trials=1, catch=(Exception,), callbacks=list(callbacks), gc_after_trial=True
@@ -115,8 +120,8 @@ def run_budget(
         repository.release_slot(study.study_name, slot)
         failures += 1
         if failures >= max_failures:
-            reason = trial.system_attrs.get("fail_reason", "see the log")
+            first = reasons[-failures] if len(reasons) >= failures else "no reason recorded"
             raise TrialsKeepFailing(
-                f"{failures} trials in a row failed in study {study.study_name}: {reason}"
+                f"{failures} trials in a row failed in study {study.study_name}; the first: {first}"
             )
     return mine

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -21,6 +22,30 @@ from operators.atomic import directory_atomic
 
 MEASURE_NAMES = {"bound": "informed-adversary bound", "attacks": "best attack run (a lower bound)"}
 PAIRS = [(0, 2), (0, 1), (2, 1)]  # accuracy-leakage, accuracy-cost, leakage-cost
+HEIGHT_2D, HEIGHT_3D = 520, 760  # the 3-D scene needs room below its axes
+
+
+def _visible_scale(name: str) -> list[list[Any]]:
+    """Plotly's sequential scale ``name`` without its palest third: Optuna colours points by trial
+    number, and on the full scale the first trials are drawn nearly white on a white page."""
+    import plotly.colors
+
+    colours = getattr(plotly.colors.sequential, name)[3:]
+    return [[i / (len(colours) - 1), colour] for i, colour in enumerate(colours)]
+
+
+def _legible(figure: Any, height: int) -> Any:
+    for trace in figure.data:
+        scale = getattr(trace.marker, "colorscale", None)
+        if scale:  # plotly expands a named scale; map it back by its last (darkest) colour
+            import plotly.colors
+
+            darkest = scale[-1][1]
+            for name in ("Blues", "Reds", "Greys", "Greens"):
+                if getattr(plotly.colors.sequential, name)[-1] == darkest:
+                    trace.marker.colorscale = _visible_scale(name)
+    figure.update_layout(height=height, margin={"l": 40, "r": 40, "t": 60, "b": 60})
+    return figure
 
 
 def _figures(study: optuna.Study, names: list[str]) -> list[str]:
@@ -37,7 +62,7 @@ def _figures(study: optuna.Study, names: list[str]) -> list[str]:
         )
     html_parts = []
     for index, figure in enumerate(figures):
-        figure.update_layout(height=520)
+        _legible(figure, HEIGHT_3D if index == 0 else HEIGHT_2D)
         html_parts.append(
             figure.to_html(full_html=False, include_plotlyjs=index == 0)
         )  # plotly.js inline once

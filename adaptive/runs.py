@@ -3,13 +3,16 @@
 A run is queued in the database, executed by ``shaketune run-job ID`` (a separate process, so a request
 never waits for a study and a crash takes only that run down), warm-started from the target's previous
 study, and it ends by applying the target's policy: the new front's pick replaces the current selection
-only when it is better, and every decision is recorded with its reason. A run whose process died (the
-service or the machine was killed) is found by the service at start-up and launched again; it resumes its
-study, so finished trials are never repeated.
+only when it is better, and every decision is recorded with its reason. The database holds at most one
+active run per target. A worker marks its run alive (a heartbeat with its host and PID); a run whose
+worker died (killed, crashed, its machine gone) is found by the service, while it runs and when it
+starts, and launched again: it resumes its study, so finished trials are never repeated, and the trial
+the dead worker was measuring is failed and retried.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -18,14 +21,16 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
-from adaptive.budget import run_budget, storage_options
+from adaptive.budget import heartbeat_seconds, run_budget, storage_options
 from adaptive.samplers import DEFAULT_SAMPLER, SAMPLERS
-from adaptive.selection import POLICIES, Candidate, decide
+from adaptive.selection import POLICIES, Candidate, cap_note, decide
 from adaptive.space import SearchSpace
 from adaptive.study import (
     Caps,
@@ -36,18 +41,28 @@ from adaptive.study import (
     objective,
     open_study,
     runner_for,
+    study_exists,
     warm_start,
 )
 from objectives.leakage import DEFAULT_LEAKAGE_MEASURE, check_measure
 from objectives.task import TaskSpec
 from objectives.trial import Fidelity
 from operators.errors import SettingsError, ShaketuneError
+from storage.engine import ENV_VAR as STORAGE_ENV
 from storage.engine import optuna_storage
 from storage.models import utcnow
-from storage.repository import ACTIVE_STATES, Repository, RunRecord, TargetRecord
+from storage.repository import (
+    ACTIVE_STATES,
+    ActiveRunExists,
+    Repository,
+    RunRecord,
+    TargetRecord,
+)
 
 HOST = socket.gethostname()
 LOG_DIR_ENV = "SHAKETUNE_LOG_DIR"
+MAX_ATTEMPTS = 3  # launches of a run after its first worker died
+log = logging.getLogger("shaketune.runs")
 
 
 class RunConflict(ShaketuneError):
@@ -135,24 +150,18 @@ def register_target(
 def queue_run(
     repository: Repository, target: str, kind: str, trials: int | None = None, warm: bool = True
 ) -> RunRecord:
-    """A new queued run for ``target``; refused while the target has another active run."""
+    """A new queued run for ``target``; the database refuses it while the target has another active
+    run (whoever asks: the API, a schedule or the CLI)."""
     record = repository.get_target(target)
     if record is None:
         raise NotFound(f"no target named {target!r}")
-    active = repository.runs(target, ACTIVE_STATES)
-    if active:
-        raise RunConflict(
-            f"target {target!r} already has run {active[0].id} ({active[0].state}); wait or cancel it"
-        )
     template = SearchTemplate.from_dict(record.search)
-    previous = len(repository.runs(target))
-    return repository.create_run(
-        target,
-        kind,
-        trials or template.trials,
-        record.last_study if warm else None,
-        template.seed + 7919 * (previous + 1),  # each run explores anew; measurements stay comparable
-    )
+    try:
+        return repository.create_run(
+            target, kind, trials or template.trials, record.last_study if warm else None, template.seed
+        )
+    except ActiveRunExists as exc:
+        raise RunConflict(str(exc)) from None
 
 
 _children: dict[int, subprocess.Popen] = {}
@@ -166,10 +175,15 @@ def log_dir() -> Path:
 
 
 def launch(run_id: int, url: str) -> subprocess.Popen:
-    """Start ``shaketune run-job`` for a run in its own process (its output goes to a log file)."""
+    """Start ``shaketune run-job`` for a run in its own process (its output goes to a log file).
+
+    The storage URL goes through the environment, never the command line: a URL may hold a password,
+    and every local user can read any process's command line.
+    """
     log = (log_dir() / f"run-{run_id}.log").open("ab")
-    command = [sys.executable, "-m", "adaptive", "run-job", str(run_id), "--storage", url]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    command = [sys.executable, "-m", "adaptive", "run-job", str(run_id)]
+    env = {**os.environ, STORAGE_ENV: url}
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     log.close()
     with _children_lock:
         _children[run_id] = process
@@ -184,38 +198,121 @@ def reap_children() -> None:
                 del _children[run_id]
 
 
+def _starting(run_id: int) -> bool:
+    """Whether this process launched ``run_id``'s worker and it has not exited yet."""
+    with _children_lock:
+        process = _children.get(run_id)
+    return process is not None and process.poll() is None
+
+
 def process_alive(pid: int | None) -> bool:
-    """Whether ``pid`` is a live shaketune worker on this machine."""
+    """Whether process ``pid`` exists on this machine and has not finished (a zombie has)."""
     if not pid:
         return False
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
-    return b"run-job" in cmdline and state != "Z"  # a zombie has finished
+    return state != "Z"
 
 
-def resume_interrupted(repository: Repository, url: str) -> list[int]:
-    """Relaunch this machine's active runs whose worker is gone; returns their ids."""
+def run_heartbeat_seconds() -> float:
+    """How often a worker marks its run alive."""
+    return min(heartbeat_seconds(), 15)
+
+
+def run_grace_seconds() -> float:
+    """How old a run's last heartbeat may be before its worker counts as dead: four beats, and at
+    least a minute, so a worker slowed by a busy machine or a locked database is not taken for dead
+    (a worker process that is gone on this machine is noticed at once, whatever its heartbeat)."""
+    return max(4 * run_heartbeat_seconds(), 60.0)
+
+
+def worker_alive(run: RunRecord, now: datetime | None = None) -> bool:
+    """Whether ``run`` has a live worker: its heartbeat is recent (set when it was queued, then by its
+    worker) and, on this machine, its process still exists, so a killed worker is noticed at once."""
+    if run.state == "queued" and _starting(run.id):
+        return True
+    now = now or utcnow()
+    grace = timedelta(seconds=run_grace_seconds())
+    fresh = run.heartbeat_at is not None and now - run.heartbeat_at < grace
+    if run.host == HOST and run.pid:
+        return fresh and process_alive(run.pid)
+    return fresh
+
+
+def fail_running_trials(url: str, study_name: str) -> list[int]:
+    """Mark a dead run's RUNNING trials failed (only its worker ran them) and re-enqueue their
+    settings through the storage's retry callback, as Optuna's ``fail_stale_trials`` does."""
+    storage = optuna_storage(url, **storage_options())
+    if not study_exists(study_name, storage):
+        return []
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    failed = []
+    callback = storage.get_heartbeat_stale_trial_callback()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            failed.append(trial.number)
+            if callback is not None:
+                callback(study, storage.get_trial(trial._trial_id))
+    return failed
+
+
+def supervise_runs(
+    repository: Repository, url: str, launcher: Callable[[int, str], Any] = launch
+) -> list[int]:
+    """Find active runs whose worker died (killed, crashed, its machine gone) and deal with them: a
+    cancelling run becomes cancelled; any other is launched again (its study resumes, its stale trial
+    is failed and re-enqueued) up to MAX_ATTEMPTS times, then failed. Returns the relaunched run ids.
+
+    The service calls this when it starts and every few seconds while it runs.
+    """
     relaunched = []
     for run in repository.runs(states=ACTIVE_STATES):
-        if run.host not in (None, HOST) or process_alive(run.pid):
+        if worker_alive(run):
             continue
-        if run.state == "cancelling":
-            repository.update_run(run.id, state="cancelled", finished_at=utcnow(), message="cancelled")
+        owner = (run.host, run.pid)
+        if run.state == "cancelling" or run.attempts >= MAX_ATTEMPTS:
+            final = "cancelled" if run.state == "cancelling" else "failed"
+            message = (
+                "cancelled (its worker had died)"
+                if final == "cancelled"
+                else f"its worker died {run.attempts + 1} times; giving up"
+            )
+            done = repository.update_run(
+                run.id, expected=(run.state,), owner=owner, state=final, finished_at=utcnow(), message=message
+            )
+            if done is not None:
+                fail_running_trials(url, run.study_name)
+                log.warning("run %s: %s", run.id, message)
             continue
-        launch(run.id, url)
+        requeued = repository.update_run(
+            run.id,
+            expected=(run.state,),
+            owner=owner,
+            state="queued",
+            host=None,
+            pid=None,
+            heartbeat_at=utcnow(),
+            attempts=run.attempts + 1,
+            message=f"worker {run.host}:{run.pid} died; launched again",
+        )
+        if requeued is None:  # changed meanwhile (claimed, cancelled): look again next time
+            continue
+        failed = fail_running_trials(url, run.study_name)
+        launcher(run.id, url)
         relaunched.append(run.id)
+        log.warning("run %s: worker died; relaunched (stale trials failed and retried: %s)", run.id, failed)
     return relaunched
 
 
 def cancel_run(repository: Repository, study_name: str) -> RunRecord:
-    """Cancel a queued run at once; ask a running one to stop (SIGTERM to its worker)."""
+    """Cancel a queued run at once; ask a running one to stop (SIGTERM to its worker); a run whose
+    worker is dead is cancelled at once."""
     run = repository.run_for_study(study_name)
     if run is None:
         raise NotFound(f"no run with study {study_name!r}")
-    if run.state == "queued":
+    if run.state == "queued" and not _starting(run.id):
         updated = repository.update_run(
             run.id,
             expected=("queued",),
@@ -226,12 +323,28 @@ def cancel_run(repository: Repository, study_name: str) -> RunRecord:
         if updated is not None:
             return updated
         run = repository.get_run(run.id)
-    if run.state not in ("running", "cancelling", "queued"):
+    if run.state not in ACTIVE_STATES:
         raise RunConflict(f"run {run.id} of study {study_name!r} is already {run.state}")
-    run = repository.update_run(run.id, state="cancelling") or run
-    if run.host == HOST and process_alive(run.pid):
+    run = repository.update_run(run.id, expected=ACTIVE_STATES, state="cancelling") or run
+    if run.state == "cancelling" and not worker_alive(run):
+        done = repository.update_run(
+            run.id,
+            expected=("cancelling",),
+            owner=(run.host, run.pid),
+            state="cancelled",
+            finished_at=utcnow(),
+            message="cancelled (its worker had died)",
+        )
+        if done is not None:
+            fail_running_trials(repository_url(repository), run.study_name)
+            return done
+    if run.host == HOST and worker_alive(run):
         os.kill(run.pid, signal.SIGTERM)
     return run
+
+
+def repository_url(repository: Repository) -> str:
+    return repository.engine.url.render_as_string(hide_password=False)
 
 
 # --- executing (in the worker) ---------------------------------------------------------------------
@@ -248,9 +361,42 @@ def decide_selection(repository: Repository, target: TargetRecord, study: optuna
         return f"no setting of {study.study_name} is feasible within the target's caps; nothing changes"
     replace, choice = decide(current, front, target.policy)
     decision = "selected" if replace else "kept"
-    record = choice.candidate.record(target.name, target.policy, caps.to_dict(), choice.reason, decision)
+    reason = choice.reason + cap_note(caps)
+    record = choice.candidate.record(target.name, target.policy, caps.to_dict(), reason, decision)
     repository.record_selection(record)
-    return choice.reason
+    return reason
+
+
+class Heartbeat:
+    """A worker's thread that marks its run alive every few seconds; if the run is no longer this
+    worker's (the service gave it to another after missing beats), ``lost`` is set and the worker stops."""
+
+    def __init__(self, repository: Repository, run_id: int) -> None:
+        self.repository, self.run_id = repository, run_id
+        self.owner = (HOST, os.getpid())
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"run-{run_id}-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(run_heartbeat_seconds()):
+            try:
+                mine = self.repository.update_run(
+                    self.run_id, expected=ACTIVE_STATES, owner=self.owner, heartbeat_at=utcnow()
+                )
+            except Exception:  # the database is briefly unreachable: try again next beat
+                log.warning("run %s: heartbeat not recorded", self.run_id, exc_info=True)
+                continue
+            if mine is None:
+                self.lost.set()
+                return
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
 
 
 def execute_run(run_id: int, url: str, progress: Callable[[str, int, int], None] | None = None) -> RunRecord:
@@ -261,17 +407,30 @@ def execute_run(run_id: int, url: str, progress: Callable[[str, int, int], None]
         raise NotFound(f"no run {run_id}")
     claimed = repository.update_run(
         run_id,
-        expected=("queued", "running"),
+        expected=("queued",),
         state="running",
         host=HOST,
         pid=os.getpid(),
+        heartbeat_at=utcnow(),
         started_at=run.started_at or utcnow(),
     )
     if claimed is None:
-        return (
-            repository.update_run(run_id, expected=("cancelling",), state="cancelled", finished_at=utcnow())
-            or run
+        current = repository.update_run(
+            run_id, expected=("cancelling",), state="cancelled", finished_at=utcnow(), message="cancelled"
         )
+        return current or repository.get_run(run_id)
+    with Heartbeat(repository, run_id) as heartbeat:
+        return _execute(repository, claimed, url, heartbeat, progress)
+
+
+def _execute(
+    repository: Repository,
+    run: RunRecord,
+    url: str,
+    heartbeat: Heartbeat,
+    progress: Callable[[str, int, int], None] | None,
+) -> RunRecord:
+    run_id, owner = run.id, heartbeat.owner
     try:
         target = repository.get_target(run.target)
         config = config_for(target)
@@ -282,20 +441,28 @@ def execute_run(run_id: int, url: str, progress: Callable[[str, int, int], None]
             warm_start(study, load_study(run.warm_start_from, storage), config.space)
 
         def cancelled() -> bool:
-            return repository.get_run(run_id).state == "cancelling"
+            return heartbeat.lost.is_set() or repository.get_run(run_id).state == "cancelling"
 
         runner = runner_for(config, StoredReferences(repository))
         run_budget(study, objective(config, runner, progress), run.trials, repository, should_stop=cancelled)
+        if heartbeat.lost.is_set():
+            return repository.get_run(run_id)  # another worker has the run now
         if cancelled():
             raise RunCancelled
         message = decide_selection(repository, target, study, config.caps)
         repository.update_target(target.name, last_study=run.study_name)
-        return repository.update_run(run_id, state="succeeded", finished_at=utcnow(), message=message)
+        done = repository.update_run(
+            run_id, owner=owner, state="succeeded", finished_at=utcnow(), message=message
+        )
+        return done or repository.get_run(run_id)
     except RunCancelled:
-        return repository.update_run(run_id, state="cancelled", finished_at=utcnow(), message="cancelled")
+        done = repository.update_run(
+            run_id, owner=owner, state="cancelled", finished_at=utcnow(), message="cancelled"
+        )
+        return done or repository.get_run(run_id)
     except Exception as exc:
         message = f"{type(exc).__name__}: {str(exc)[:500]}"
-        repository.update_run(run_id, state="failed", finished_at=utcnow(), message=message)
+        repository.update_run(run_id, owner=owner, state="failed", finished_at=utcnow(), message=message)
         raise
 
 

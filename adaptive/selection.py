@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial
 
-from adaptive.study import LeakageFigures, leakage_figures, objectives_of, trial_settings
+from adaptive.study import Caps, LeakageFigures, leakage_figures, objectives_of, trial_settings
 from objectives.trial import TrialSettings
 from operators.errors import SettingsError
 from storage.repository import SelectionRecord
@@ -100,6 +100,13 @@ class Choice:
     candidate: Candidate
     policy: str
     reason: str
+
+
+def cap_note(caps: Caps) -> str:
+    """What a selection's reason adds when no leakage cap held it to a privacy figure."""
+    if caps.max_leakage is not None:
+        return ""
+    return "; NO LEAKAGE CAP: chosen without any privacy limit (see its leakage bound)"
 
 
 def _check(policy: str) -> None:

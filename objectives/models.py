@@ -128,3 +128,13 @@ def pretrained_language_model(name: str) -> nn.Module:
 def pretrained_body(name: str) -> nn.Module:
     """The plaintext checkpoint as saved, loaded once per process; shared, so only ever read it."""
     return load_as_saved(name)
+
+
+def check_model(name: str) -> None:
+    """Refuse a model that cannot be used: its config and its tokenizer must load (no weights are read)."""
+    import transformers
+
+    if not name.strip():
+        raise ShaketuneError("the model name is empty")
+    _load(transformers.AutoConfig.from_pretrained, name)
+    load_tokenizer(name)

@@ -13,10 +13,13 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from objectives.data import DataError, LabelledText, check_labelled_text, read_columns
+from objectives.data import DataError, LabelledText, check_labelled_text, check_texts, read_columns
 
 _RANGE = re.compile(r"^(?P<location>.+?)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
+MIN_ROWS = 4  # a source selecting fewer rows is refused when a task is checked
+MAX_PUBLIC_OVERLAP = 0.1  # public text may share at most this share of its rows with the private ones
 
 
 @dataclass(frozen=True)
@@ -29,33 +32,51 @@ class DataSource:
 
     @classmethod
     def parse(cls, text: str) -> DataSource:
-        match = _RANGE.match(text.strip())
+        """``LOCATION`` or ``LOCATION[start:stop]`` (integers, either may be left out, negatives count
+        from the end); an empty source, a malformed or an empty range is refused."""
+        text = text.strip()
+        if not text:
+            raise DataError("a data source is empty; give a file or hf:DATASET[:CONFIG]:SPLIT")
+        if any(ord(char) < 32 or ord(char) == 127 for char in text):
+            raise DataError("a data source holds control characters")
+        match = _RANGE.match(text)
         if not match:
-            return cls(text.strip())
-        to_int = lambda value: int(value) if value else None  # noqa: E731
-        return cls(match["location"], to_int(match["start"]), to_int(match["stop"]))
+            if text.endswith("]") and "[" in text:
+                raise DataError(f"malformed row range in {text!r}: use [start:stop] with integers")
+            return cls(text)
+        to_int = lambda value: int(value) if value not in ("", "-") else None  # noqa: E731
+        start, stop = to_int(match["start"]), to_int(match["stop"])
+        if start is not None and stop is not None and (start >= 0) == (stop >= 0) and stop <= start:
+            raise DataError(f"row range [{start}:{stop}] of {match['location']!r} selects no rows")
+        return cls(match["location"].strip(), start, stop)
 
     def __str__(self) -> str:
         if self.start is None and self.stop is None:
             return self.location
-        return f"{self.location}[{self.start if self.start is not None else ''}:{self.stop or ''}]"
+        start = "" if self.start is None else self.start
+        stop = "" if self.stop is None else self.stop
+        return f"{self.location}[{start}:{stop}]"
 
     @property
     def is_hub(self) -> bool:
         return self.location.startswith("hf:")
 
-    def load(self, text_column: str = "sentence", label_column: str = "label") -> LabelledText:
+    def load(
+        self, text_column: str = "sentence", label_column: str = "label", header: bool = True
+    ) -> LabelledText:
         """Texts and labels of the selected rows (read once per process; a changed file is read again)."""
-        columns = self._rows((text_column, label_column))
+        columns = self._rows((text_column, label_column), header)
         return check_labelled_text(columns[text_column], columns[label_column], str(self))
 
-    def load_texts(self, text_column: str = "sentence") -> list[str]:
+    def load_texts(self, text_column: str = "sentence", header: bool = True) -> list[str]:
         """Texts of the selected rows, for sources without labels (the attacker's public text)."""
-        return self._rows((text_column,))[text_column]
+        texts = self._rows((text_column,), header)[text_column]
+        check_texts(texts, str(self))
+        return texts
 
-    def _rows(self, columns: tuple[str, ...]) -> dict[str, list]:
+    def _rows(self, columns: tuple[str, ...], header: bool = True) -> dict[str, list]:
         stamp = None if self.is_hub else _file_stamp(self.location)
-        table = _load_columns(self.location, columns, stamp)
+        table = _load_columns(self.location, columns, stamp, header)
         selected = {name: values[self.start : self.stop] for name, values in table.items()}
         if not selected[columns[0]]:
             raise DataError(f"{self} selects no rows (the source has {len(table[columns[0]])})")
@@ -68,10 +89,12 @@ def _file_stamp(location: str) -> tuple[float, int] | None:
 
 
 @functools.lru_cache(maxsize=16)
-def _load_columns(location: str, columns: tuple[str, ...], stamp: object) -> dict[str, list]:
+def _load_columns(
+    location: str, columns: tuple[str, ...], stamp: object, header: bool = True
+) -> dict[str, list]:
     if location.startswith("hf:"):
         return _load_hub(location[3:], columns)
-    return read_columns(location, columns)
+    return read_columns(location, columns, header)
 
 
 def _load_hub(spec: str, columns: tuple[str, ...]) -> dict[str, list]:
@@ -102,6 +125,7 @@ class TaskSpec:
     public: DataSource
     text_column: str = "sentence"
     label_column: str = "label"
+    header: bool = True  # False: csv/tsv files without a header line, columns given by position
 
     @classmethod
     def sst2(cls, root: str | Path = "../shared/data/sst2") -> TaskSpec:
@@ -119,25 +143,67 @@ class TaskSpec:
     def describe(self) -> str:
         return f"train {self.train} | eval {self.eval} | public {self.public}"
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
+        """``header`` appears only when False, so tasks stored before it existed keep their fingerprint."""
         return {
             "train": str(self.train),
             "eval": str(self.eval),
             "public": str(self.public),
             "text_column": self.text_column,
             "label_column": self.label_column,
+            **({} if self.header else {"header": False}),
             "describe": self.describe(),
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, str]) -> TaskSpec:
+    def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
         return cls(
             DataSource.parse(data["train"]),
             DataSource.parse(data["eval"]),
             DataSource.parse(data["public"]),
-            data.get("text_column", "sentence"),
-            data.get("label_column", "label"),
+            str(data.get("text_column", "sentence")),
+            str(data.get("label_column", "label")),
+            bool(data.get("header", True)),
         )
+
+    def load_train(self) -> LabelledText:
+        return self.train.load(self.text_column, self.label_column, self.header)
+
+    def load_eval(self) -> LabelledText:
+        return self.eval.load(self.text_column, self.label_column, self.header)
+
+    def load_public(self) -> list[str]:
+        return self.public.load_texts(self.text_column, self.header)
+
+    def check(self, min_rows: int = MIN_ROWS) -> dict[str, int]:
+        """Load every source now and refuse what would fail later, or leak: fewer than ``min_rows``
+        rows, a single training label, evaluation labels the training data lacks, public text that is
+        largely the private training rows. Returns the row counts; messages never quote a row."""
+        train, evaluation, public = self.load_train(), self.load_eval(), self.load_public()
+        for name, source, rows in (
+            ("train", self.train, len(train)),
+            ("eval", self.eval, len(evaluation)),
+            ("public", self.public, len(public)),
+        ):
+            if rows < min_rows:
+                raise DataError(f"{name} source {source} selects {rows} rows; at least {min_rows} are needed")
+        if len(train.label_set()) < 2:
+            raise DataError(f"train source {self.train} has a single label; a classifier needs two or more")
+        if {type(x) for x in train.labels} != {type(x) for x in evaluation.labels}:
+            raise DataError("training labels and evaluation labels are of different types")
+        unseen = evaluation.label_set() - train.label_set()
+        if unseen:
+            raise DataError(
+                f"eval source {self.eval} has {len(unseen)} label(s) that never occur in the training data"
+            )
+        private = set(train.texts)
+        shared = sum(text in private for text in public)
+        if shared > MAX_PUBLIC_OVERLAP * len(public):
+            raise DataError(
+                f"public text {self.public} repeats private training rows: {shared} of its {len(public)} "
+                f"rows are in {self.train}; the attacker's public text must be disjoint from the private data"
+            )
+        return {"train": len(train), "eval": len(evaluation), "public": len(public)}
 
     def fingerprint(self) -> str:
         """SHA-256 over the sources, their row ranges and the content of local files."""

@@ -215,9 +215,7 @@ class PreparedTask:
 def prepare_task(task: TaskSpec, model: str, fidelity: Fidelity) -> PreparedTask:
     """Load and tokenise the task's data (once per process for each task, model and fidelity)."""
     tokenizer = load_tokenizer(model)
-    train = task.train.load(task.text_column, task.label_column)
-    evaluation = task.eval.load(task.text_column, task.label_column)
-    public_texts = task.public.load_texts(task.text_column)
+    train, evaluation, public_texts = task.load_train(), task.load_eval(), task.load_public()
     train_texts, train_raw = train.texts[: fidelity.train_size], train.labels[: fidelity.train_size]
     eval_texts, eval_raw = evaluation.texts[: fidelity.eval_size], evaluation.labels[: fidelity.eval_size]
     unseen = sorted(set(map(str, eval_raw)) - set(map(str, train_raw)))

@@ -9,7 +9,19 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -67,10 +79,28 @@ class Selection(Base):
     target: Mapped[Target] = relationship(back_populates="selections")
 
 
+ACTIVE_STATES = ("queued", "running", "cancelling")
+_ACTIVE = text("state IN ('queued', 'running', 'cancelling')")
+
+
 class Run(Base):
-    """One optimisation of a target, run by a worker process: a study, its trial budget, its state."""
+    """One optimisation of a target, run by a worker process: a study, its trial budget, its state.
+
+    The database itself allows one active run per target (a partial unique index on SQLite and
+    PostgreSQL alike), whoever starts it. A worker proves it is alive by ``heartbeat_at``; ``host`` and
+    ``pid`` name it, ``attempts`` counts how often a dead worker's run was launched again.
+    """
 
     __tablename__ = "shaketune_runs"
+    __table_args__ = (
+        Index(
+            "shaketune_runs_one_active_per_target",
+            "target_id",
+            unique=True,
+            sqlite_where=_ACTIVE,
+            postgresql_where=_ACTIVE,
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     target_id: Mapped[int] = mapped_column(ForeignKey("shaketune_targets.id"))
@@ -82,6 +112,8 @@ class Run(Base):
     sampler_seed: Mapped[int] = mapped_column(Integer, default=0)
     host: Mapped[str | None] = mapped_column(String(200), nullable=True)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    attempts: Mapped[int | None] = mapped_column(Integer, default=0, nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Engine, inspect, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, delete, func, inspect, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.engine import StorageError, get_engine
-from storage.models import Base, PlaintextReference, Run, Selection, Target, TrialSlot, utcnow
+from storage.models import ACTIVE_STATES, Base, PlaintextReference, Run, Selection, Target, TrialSlot, utcnow
 
-ACTIVE_STATES = ("queued", "running", "cancelling")
 # a selection's leakage figures beside the one its study optimised
 LEAKAGE_FIELDS = (
     "leakage_measure",
@@ -22,6 +22,12 @@ LEAKAGE_FIELDS = (
     "strongest_bound_attack",
     "strongest_attack",
 )
+SEED_LIMIT = 2**31  # seeds are stored in 32-bit integer columns
+log = logging.getLogger("shaketune.storage")
+
+
+class ActiveRunExists(StorageError):
+    """The target already has a queued, running or cancelling run (the database refused a second)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,8 @@ class RunRecord:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    heartbeat_at: datetime | None = None
+    attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,8 @@ def _run_record(row: Run) -> RunRecord:
         _utc(row.created_at),
         _utc(row.started_at),
         _utc(row.finished_at),
+        _utc(row.heartbeat_at),
+        row.attempts or 0,
     )
 
 
@@ -127,6 +137,12 @@ def add_missing_columns(engine: Engine) -> None:
                 if column.name not in present:
                     kind = column.type.compile(dialect=engine.dialect)
                     connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+    for table in Base.metadata.sorted_tables:  # indexes added later (create_all makes them only with tables)
+        for index in table.indexes:
+            try:
+                index.create(engine, checkfirst=True)
+            except (IntegrityError, OperationalError) as exc:  # rows from before the rule break it
+                log.warning("cannot create index %s: %s", index.name, exc.orig)
 
 
 def _selection_record(row: Selection) -> SelectionRecord:
@@ -216,6 +232,22 @@ class Repository:
                 setattr(row, key, value)
             return _target_record(row)
 
+    def delete_target(self, name: str) -> None:
+        """Remove a target with its selection history and its runs' records (refused while a run is
+        active); the Optuna studies stay."""
+        with self._session() as session, session.begin():
+            row = session.scalar(select(Target).where(Target.name == name).with_for_update())
+            if row is None:
+                raise StorageError(f"no target named {name!r}")
+            active = session.scalar(select(Run).where(Run.target == row, Run.state.in_(ACTIVE_STATES)))
+            if active is not None:
+                raise ActiveRunExists(
+                    f"target {name!r} has run {active.id} ({active.state}); cancel it first"
+                )
+            session.execute(delete(Selection).where(Selection.target_id == row.id))
+            session.execute(delete(Run).where(Run.target_id == row.id))
+            session.delete(row)
+
     def targets(self) -> list[TargetRecord]:
         with self._session() as session:
             return [_target_record(row) for row in session.scalars(select(Target).order_by(Target.id))]
@@ -260,26 +292,39 @@ class Repository:
 
     # --- runs --------------------------------------------------------------------------------------
     def create_run(
-        self, target: str, kind: str, trials: int, warm_start_from: str | None, sampler_seed: int
+        self, target: str, kind: str, trials: int, warm_start_from: str | None, seed: int
     ) -> RunRecord:
-        """A queued run with its own new study, named after the target, the kind and the run id."""
-        with self._session() as session, session.begin():
-            owner = session.scalar(select(Target).where(Target.name == target))
-            if owner is None:
-                raise StorageError(f"no target named {target!r}")
-            stamp = utcnow().strftime("%Y%m%d-%H%M%S")
-            row = Run(
-                target=owner,
-                study_name=f"pending-{stamp}-{id(owner)}",
-                kind=kind,
-                trials=trials,
-                warm_start_from=warm_start_from,
-                sampler_seed=sampler_seed,
-            )
-            session.add(row)
-            session.flush()
-            row.study_name = f"{target}-{kind}-{stamp}-{row.id}"
-            return _run_record(row)
+        """A queued run with its own new study, named after the target, the kind and the run id.
+
+        The database refuses a second active run of one target (:class:`ActiveRunExists`), however
+        many processes ask at once. The run's sampler seed is ``seed`` offset by the target's runs so
+        far, counted in the same transaction, so each run explores anew.
+        """
+        try:
+            with self._session() as session, session.begin():
+                owner = session.scalar(select(Target).where(Target.name == target))
+                if owner is None:
+                    raise StorageError(f"no target named {target!r}")
+                previous = session.scalar(select(func.count()).select_from(Run).where(Run.target == owner))
+                stamp = utcnow().strftime("%Y%m%d-%H%M%S")
+                row = Run(
+                    target=owner,
+                    study_name=f"pending-{stamp}-{id(owner)}",
+                    kind=kind,
+                    trials=trials,
+                    warm_start_from=warm_start_from,
+                    sampler_seed=(seed + 7919 * (previous + 1)) % SEED_LIMIT,
+                    heartbeat_at=utcnow(),
+                    attempts=0,
+                )
+                session.add(row)
+                session.flush()
+                row.study_name = f"{target}-{kind}-{stamp}-{row.id}"
+                return _run_record(row)
+        except IntegrityError:
+            active = self.runs(target, ACTIVE_STATES)
+            which = f"run {active[0].id} ({active[0].state})" if active else "an active run"
+            raise ActiveRunExists(f"target {target!r} already has {which}; wait or cancel it") from None
 
     def get_run(self, run_id: int) -> RunRecord | None:
         with self._session() as session:
@@ -301,15 +346,22 @@ class Repository:
             return [_run_record(row) for row in session.scalars(query)]
 
     def update_run(
-        self, run_id: int, expected: tuple[str, ...] | None = None, **fields: Any
+        self,
+        run_id: int,
+        expected: tuple[str, ...] | None = None,
+        owner: tuple[str | None, int | None] | None = None,
+        **fields: Any,
     ) -> RunRecord | None:
-        """Change a run in one transaction; with ``expected``, only if its state is one of those
-        (returns None otherwise), so concurrent updates cannot overwrite a newer state."""
+        """Change a run in one transaction; with ``expected``, only if its state is one of those, and
+        with ``owner`` (host, pid), only if that worker still holds it (returns None otherwise), so
+        concurrent updates cannot overwrite a newer state."""
         with self._session() as session, session.begin():
             row = session.get(Run, run_id, with_for_update=True)
             if row is None:
                 raise StorageError(f"no run {run_id}")
             if expected is not None and row.state not in expected:
+                return None
+            if owner is not None and (row.host, row.pid) != owner:
                 return None
             for key, value in fields.items():
                 setattr(row, key, value)

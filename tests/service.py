@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,17 +22,30 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class Service:
-    """``shaketune serve`` as a child process; ``stop()`` ends it (SIGTERM or SIGKILL)."""
+SST2 = Path(os.environ.get("SHAKETUNE_SST2", Path(__file__).resolve().parents[2] / "shared/data/sst2"))
 
-    def __init__(self, storage: str, workdir: Path) -> None:
+
+class Service:
+    """``shaketune serve`` as a child process; ``stop()`` ends it (SIGTERM or SIGKILL).
+
+    The storage URL reaches it through $SHAKETUNE_STORAGE (never the command line); targets may read
+    SST-2's directory and ``data_roots``."""
+
+    def __init__(self, storage: str, workdir: Path, data_roots: tuple[Path, ...] = (), **env: str) -> None:
         self.storage, self.workdir = storage, workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "SHAKETUNE_LOG_DIR": str(workdir / "logs"), "HF_HUB_OFFLINE": "1"}
+        env = {
+            **os.environ,
+            "SHAKETUNE_LOG_DIR": str(workdir / "logs"),
+            "HF_HUB_OFFLINE": "1",
+            "SHAKETUNE_STORAGE": storage,
+            **env,
+        }
+        roots = [arg for root in (SST2, *data_roots) for arg in ("--data-root", str(root))]
         self.log = (workdir / f"serve-{self.port}.log").open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "adaptive", "serve", "--storage", storage, "--port", str(self.port)],
+            [sys.executable, "-m", "adaptive", "serve", "--port", str(self.port), *roots],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -91,3 +107,23 @@ def tiny_target(name: str, sst2: Path, trials: int = 2, **extra: object) -> dict
         },
         **extra,
     }
+
+
+@contextlib.contextmanager
+def serve_in_thread(app) -> Iterator[str]:
+    """An ASGI app served by uvicorn in a thread of this process on 127.0.0.1; yields its base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        if not thread.is_alive() or time.time() > deadline:
+            raise RuntimeError("the in-process server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -40,7 +40,7 @@ def test_attack_reports_every_attack_and_the_maximum(upload, sst2):
         "--truth-key",
         str(upload / "k.key"),
         "--public-text",
-        str(sst2 / "dev.tsv"),
+        f"{sst2 / 'dev.tsv'}[1000:]",  # a row range, like every data option
     )
     suite = {
         "frequency",

@@ -84,3 +84,31 @@ def test_chromium_renders_the_pareto_front(dashboard, tmp_path):
         check=True,
     )
     assert screenshot.stat().st_size > 20_000
+
+
+def test_api_docs_render_offline_with_every_endpoint(tmp_path):
+    """Swagger UI's files come from an installed package, not a CDN: the page lists the endpoints with
+    no network (headless Chromium's other connections are off too)."""
+    from adaptive.service.app import ServiceSettings, create_app
+    from tests.service import serve_in_thread
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Chromium is missing: `make test` installs it (Debian package chromium)"
+    app = create_app(ServiceSettings(f"sqlite:///{tmp_path / 'docs.db'}", "a-token-of-16-chars-or-more"))
+    with serve_in_thread(app) as base:
+        page = httpx.get(f"{base}/docs").text
+        assert "cdn" not in page.lower() and "/static-offline-docs/swagger-ui-bundle.js" in page
+        dom = subprocess.run(
+            [
+                chromium,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--dump-dom",
+                f"{base}/docs",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    for path in ("/targets/{name}/selection", "/studies/{study}/cancel", "/schedules/{schedule_id}"):
+        assert path in dom, f"{path} not rendered by Swagger UI"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from objectives.data import DataError, label_ids, read_labelled_text
+from objectives.data import DataError, label_ids, read_labelled_text, read_texts
 from objectives.encoded import load_encoded
 
 MIXED = '{"sentence": "a", "label": 1}\n{"sentence": "b", "label": "x"}\n'
@@ -31,7 +31,7 @@ def test_reads_tsv_csv_and_jsonl(tmp_path, sst2):
     [
         ("empty.tsv", "", "is empty"),
         ("header.tsv", "sentence\tlabel\n", "header but no rows"),
-        ("cols.tsv", "text\tlabel\nx\t1\n", r"no column\(s\) 'sentence'; it has 'text', 'label'"),
+        ("cols.tsv", "text\tlabel\nx\t1\n", r"no column 'sentence' \(it has 2 columns"),
         ("float.tsv", "sentence\tlabel\nx\t0.5\n", "label in row 1 is float"),
         ("missing.tsv", "sentence\tlabel\nx\t1\ny\t\n", "label in row 2 is missing"),
         ("mixed.jsonl", MIXED, "labels mix integers and strings"),
@@ -43,6 +43,11 @@ def test_reads_tsv_csv_and_jsonl(tmp_path, sst2):
 def test_bad_files_name_the_problem(tmp_path, name, text, message):
     with pytest.raises(DataError, match=message):
         read_labelled_text(write(tmp_path, name, text))
+
+
+def write_bytes(path, data):
+    path.write_bytes(data)
+    return path
 
 
 def test_missing_file(tmp_path):
@@ -64,3 +69,38 @@ def test_encoded_file_errors(tmp_path):
         load_encoded(write(tmp_path, "f.jsonl", '{"input_ids": [1, -2], "label": 0}\n'))
     with pytest.raises(DataError, match="holds no examples"):
         load_encoded(write(tmp_path, "g.jsonl", "\n"))
+
+
+NEWS = "Sports\tPrivate match report number one\nWorld\tSecret summit notes\nBusiness\tQuarterly figures\n"
+
+
+def test_header_less_files_by_position_and_no_private_row_in_messages(tmp_path):
+    path = write(tmp_path, "news.tsv", NEWS)
+    table = read_labelled_text(path, "1", "0", header=False)
+    assert table.texts[0] == "Private match report number one" and len(table) == 3
+    assert table.labels == ["Sports", "World", "Business"]
+    assert read_texts(path, "1", header=False)[2] == "Quarterly figures"
+    for columns, header, message in [
+        (("sentence", "label"), True, "no column 'sentence'.*--no-header"),
+        (("sentence", "label"), False, "no header line, so its columns have no names"),
+        (("2", "0"), False, "has 2 columns; there is no column at position 2"),
+    ]:
+        with pytest.raises(DataError, match=message) as refused:
+            read_labelled_text(path, *columns, header=header)
+        assert "Private match" not in str(refused.value) and "Sports" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d, "is not a regular file"),
+        (lambda d: write(d, "bin.tsv", "sentence\tlabel\n\0\1\2\t1\n"), "is a binary file"),
+        (
+            lambda d: write_bytes(d / "latin.tsv", b"sentence\tlabel\ncaf\xe9\t1\n"),
+            "not UTF-8",
+        ),
+    ],
+)
+def test_files_that_are_not_text_are_refused(tmp_path, make, message):
+    with pytest.raises(DataError, match=message):
+        read_labelled_text(make(tmp_path))

@@ -7,8 +7,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.cli import remember_seed, run
-from tests.service import Service, tiny_target
+from adaptive.cli import app
+from tests.cli import remember_seed, run, runner
+from tests.service import SST2, Service, tiny_target
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +93,34 @@ def test_bad_requests_get_clear_4xx_and_the_service_keeps_serving(service):
         ),
         (client.post("/studies/nope/cancel"), 404, "no run with study 'nope'"),
         (client.delete("/schedules/nope"), 404, "no schedule 'nope'"),
+        (client.get("/no/such/path"), 404, "no such path"),
+        (client.delete("/health"), 405, "method not allowed"),
+        (
+            client.post("/targets", content=b'{"name": ', headers={"content-type": "application/json"}),
+            422,
+            "body: malformed JSON at character 9",
+        ),
+        (client.post("/schedules", json={"target": "sst2-tiny", "every": 1e12}), 422, "less than or equal"),
+        (
+            client.post("/targets", json={**tiny_target("big-seed", SST2), "search": {"seed": 10**23}}),
+            422,
+            "search.seed: Input should be less than 2147483648",
+        ),
     ]
     for response, code, message in cases:
         assert response.status_code == code, response.text
         assert message in response.json()["message"]
         assert "Traceback" not in response.text
     assert client.get("/health").json()["status"] == "ok"
+    every = client.post("/schedules", json={"target": "sst2-tiny", "every": 3600})  # the CLI's word works too
+    assert every.status_code == 201 and every.json()["trigger"] == "every 3600 s"
+    assert client.delete(f"/schedules/{every.json()['id']}").status_code == 204
+
+
+def test_serve_with_an_unreachable_database_says_so_without_a_traceback():
+    result = runner.invoke(app, ["serve", "--storage", "postgresql+psycopg://nobody@127.0.0.1:1/none"])
+    assert result.exit_code == 1 and "cannot open storage" in result.stderr
+    assert "Traceback" not in result.output
 
 
 def test_openapi_is_published(service):
@@ -149,5 +172,7 @@ def test_a_token_protects_everything_but_health(tmp_path, monkeypatch):
         assert refused.status_code == 401 and refused.json()["message"] == "missing or wrong bearer token"
         assert server.client.get("/targets", headers={"Authorization": "Bearer nope"}).status_code == 401
         assert server.client.get("/targets", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert server.client.get("/targets", headers={"Authorization": f"bearer {token}"}).status_code == 200
+        assert server.client.get("/docs").status_code == 200  # the documentation needs no token
     finally:
         server.stop()

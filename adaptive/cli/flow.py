@@ -9,9 +9,10 @@ from typing import Any
 import torch
 import typer
 
+from adaptive.cli import options
 from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, stderr
 from objectives.attacks.view import token_counts
-from objectives.data import DataError, label_ids, read_labelled_text
+from objectives.data import DataError, label_ids
 from objectives.encoded import EncodedData, encode_token_ids, load_encoded, save_encoded
 from objectives.evaluation import evaluate_accuracy, label_indices
 from objectives.models import (
@@ -38,8 +39,9 @@ ModelOption = typer.Option(
     DEFAULT_MODEL, "--model", "-m", help="Local model directory or hub name (default: bundled MiniLM)."
 )
 KeyOption = typer.Option(..., "--key", "-k", help="Key file written by 'shaketune keygen'.")
-TextColumn = typer.Option("sentence", "--text-column", help="Column holding the text.")
-LabelColumn = typer.Option("label", "--label-column", help="Column holding the label.")
+TextColumn = options.TextColumn
+LabelColumn = options.LabelColumn
+NoHeader = options.NoHeader
 MaxLength = typer.Option(DEFAULT_MAX_LENGTH, "--max-length", min=2, help="Tokens per example.")
 
 
@@ -62,6 +64,7 @@ def keygen(
         "size each token's copies; needed by homophone settings.",
     ),
     text_column: str = TextColumn,
+    no_header: bool = NoHeader,
     max_length: int = MaxLength,
     as_json: bool = JsonOption,
 ) -> None:
@@ -75,7 +78,9 @@ def keygen(
         raise KeyMismatchError("keys are made for a plaintext pretrained model, not a shaken one")
     prior = None
     if public_text is not None:
-        ids = tokenize(tokenizer, DataSource.parse(public_text).load_texts(text_column), max_length)
+        ids = tokenize(
+            tokenizer, DataSource.parse(public_text).load_texts(text_column, not no_header), max_length
+        )
         prior = token_counts(ids, input_embedding(loaded).shape[0])
     elif chosen.homophones.enabled:
         raise SettingsError("homophone settings need --public-text to size each token's copies")
@@ -130,6 +135,7 @@ def shake(
         help="distill (match the plaintext body) or lm (masked/next-token).",
     ),
     text_column: str = TextColumn,
+    no_header: bool = NoHeader,
     max_length: int = MaxLength,
     seed: int = typer.Option(0, "--seed", help="Seeds recovery training's masks, dropout and batch order."),
     as_json: bool = JsonOption,
@@ -153,7 +159,7 @@ def shake(
     seconds = time.perf_counter() - started
     report: dict[str, Any] = {}
     if budget.enabled:
-        texts = DataSource.parse(public).load_texts(text_column)
+        texts = DataSource.parse(public).load_texts(text_column, not no_header)
         with progress_bar() as bar:
             task = bar.add_task("recovery training", total=budget.steps)
             run = recovery_train_shaken(
@@ -185,11 +191,17 @@ def shake(
 
 def encode(
     key_path: Path = KeyOption,
-    data: Path = typer.Option(..., "--data", "-d", help="csv/tsv/json/jsonl/parquet with text and labels."),
+    data: str = typer.Option(
+        ...,
+        "--data",
+        "-d",
+        help="csv/tsv/json/jsonl/parquet with text and labels, optionally with a row range: FILE[a:b].",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="JSON-lines file of shaken ids and labels."),
     model: str = ModelOption,
     text_column: str = TextColumn,
     label_column: str = LabelColumn,
+    no_header: bool = NoHeader,
     max_length: int = MaxLength,
     as_json: bool = JsonOption,
 ) -> None:
@@ -197,7 +209,7 @@ def encode(
     key = load_key(key_path)
     tokenizer = load_tokenizer(model)
     key.check_tokenizer(tokenizer)
-    table = read_labelled_text(data, text_column, label_column)
+    table = DataSource.parse(data).load(text_column, label_column, not no_header)
     token_ids = tokenize(tokenizer, table.texts, max_length)
     encoded = EncodedData(encode_token_ids(key, token_ids), table.labels)
     save_encoded(out, encoded)
@@ -245,7 +257,9 @@ def _tokenizer_for(model_dir: str) -> Any | None:
 
 def evaluate(
     model: str = typer.Option(..., "--model", "-m", help="Fine-tuned classifier directory."),
-    data: Path = typer.Option(..., "--data", "-d", help="Labelled text file."),
+    data: str = typer.Option(
+        ..., "--data", "-d", help="Labelled text file, optionally with a row range: FILE[a:b]."
+    ),
     key_path: Path | None = typer.Option(
         None, "--key", "-k", help="Run private inference: encode with this key, run the shaken model."
     ),
@@ -254,6 +268,7 @@ def evaluate(
     ),
     text_column: str = TextColumn,
     label_column: str = LabelColumn,
+    no_header: bool = NoHeader,
     max_length: int = MaxLength,
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     as_json: bool = JsonOption,
@@ -274,7 +289,7 @@ def evaluate(
         tokenizer = load_tokenizer(tokenizer_name or DEFAULT_MODEL)
     if key is not None:
         key.check_tokenizer(tokenizer)
-    table = read_labelled_text(data, text_column, label_column)
+    table = DataSource.parse(data).load(text_column, label_column, not no_header)
     labels = label_indices(table.labels, classifier.config)
     token_ids = tokenize(tokenizer, table.texts, max_length)
     if max(max(seq) for seq in token_ids) >= classifier.get_input_embeddings().weight.shape[0]:

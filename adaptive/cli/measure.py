@@ -9,10 +9,10 @@ import typer
 from adaptive.cli import options
 from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, stderr
 from objectives.attacks.view import CloudView
-from objectives.data import read_texts
 from objectives.encoded import load_encoded
 from objectives.leakage import attack_count, measure_view, public_knowledge
 from objectives.models import DEFAULT_MODEL, load_as_saved, load_tokenizer
+from objectives.task import DataSource
 from objectives.tokens import tokenize
 from objectives.trial import TrialRunner, TrialSettings
 from objectives.tuning import TuningBudget
@@ -27,10 +27,14 @@ def attack(
     shaken_data: Path = typer.Option(..., "--shaken-data", help="The encoded training data (uploaded)."),
     truth_key: Path = typer.Option(..., "--truth-key", help="The key, used only to score the attacks."),
     public_model: str = typer.Option(DEFAULT_MODEL, "--public-model", help="The public pretrained model."),
-    public_text: Path | None = typer.Option(
-        None, "--public-text", help="Public text for the frequency prior (disjoint from the private data)."
+    public_text: str | None = typer.Option(
+        None,
+        "--public-text",
+        help="Public text for the frequency prior (disjoint from the private data): a file, optionally "
+        "with a row range, e.g. dev.tsv[1000:].",
     ),
     text_column: str = options.TextColumn,
+    no_header: bool = options.NoHeader,
     max_length: int = typer.Option(128, "--max-length", min=4, help="Tokens per public text example."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -51,7 +55,8 @@ def attack(
             highlight=False,
         )
     else:
-        public_ids = tokenize(tokenizer, read_texts(public_text, text_column), max_length)
+        texts = DataSource.parse(public_text).load_texts(text_column, not no_header)
+        public_ids = tokenize(tokenizer, texts, max_length)
     public = public_knowledge(pretrained, public_ids, tokenizer.all_special_ids)
     view = CloudView(input_embedding(shaken).detach(), upload.input_ids)
     with progress_bar() as bar:
@@ -85,6 +90,7 @@ def measure(
     public: str = options.Public,
     text_column: str = options.TextColumn,
     label_column: str = options.LabelColumn,
+    no_header: bool = options.NoHeader,
     train_size: int = options.TrainSize,
     eval_size: int | None = options.EvalSize,
     max_length: int = options.MaxLength,
@@ -96,7 +102,7 @@ def measure(
     if (settings is None) == (preset_name is None):
         raise SettingsError("give exactly one of --settings FILE or --preset NAME")
     chosen = TrialSettings.load(settings) if settings else TrialSettings(preset(preset_name), TuningBudget())
-    task = options.task_spec(train, eval_, public, text_column, label_column)
+    task = options.task_spec(train, eval_, public, text_column, label_column, not no_header)
     runner = TrialRunner(task, model, options.fidelity(train_size, eval_size, max_length, attack_tuned))
     with progress_bar() as bar:
         tasks: dict[str, int] = {}

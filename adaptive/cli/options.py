@@ -21,8 +21,17 @@ Eval = typer.Option(str(SST2 / "dev.tsv[0:1000]"), "--eval", help="Evaluation da
 Public = typer.Option(
     str(SST2 / "dev.tsv[1000:]"), "--public", help="The attacker's public text (disjoint from --train)."
 )
-TextColumn = typer.Option("sentence", "--text-column", help="Column holding the text.")
-LabelColumn = typer.Option("label", "--label-column", help="Column holding the label.")
+TextColumn = typer.Option(
+    "sentence", "--text-column", help="Column holding the text: a name, or a position (0 is the first)."
+)
+LabelColumn = typer.Option(
+    "label", "--label-column", help="Column holding the label: a name, or a position (0 is the first)."
+)
+NoHeader = typer.Option(
+    False,
+    "--no-header",
+    help="The csv/tsv files have no header line (their first line is data): give columns by position.",
+)
 TrainSize = typer.Option(2000, "--train-size", min=1, help="Fidelity: training examples per trial.")
 EvalSize = typer.Option(None, "--eval-size", min=1, help="Fidelity: evaluation examples (default all).")
 MaxLength = typer.Option(64, "--max-length", min=4, help="Fidelity: tokens per example.")
@@ -34,9 +43,16 @@ def default_task() -> TaskSpec:
     return task_spec(Train.default, Eval.default, Public.default, "sentence", "label")
 
 
-def task_spec(train: str, eval_: str, public: str, text_column: str, label_column: str) -> TaskSpec:
+def task_spec(
+    train: str, eval_: str, public: str, text_column: str, label_column: str, header: bool = True
+) -> TaskSpec:
     return TaskSpec(
-        DataSource.parse(train), DataSource.parse(eval_), DataSource.parse(public), text_column, label_column
+        DataSource.parse(train),
+        DataSource.parse(eval_),
+        DataSource.parse(public),
+        text_column,
+        label_column,
+        header,
     )
 
 

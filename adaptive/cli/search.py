@@ -11,9 +11,10 @@ from rich.table import Table
 from adaptive.budget import storage_options
 from adaptive.cli import options
 from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, stderr, wide_console
+from adaptive.inputs import check_inputs
 from adaptive.runs import SearchTemplate
 from adaptive.samplers import DEFAULT_SAMPLER, SAMPLERS
-from adaptive.selection import DEFAULT_POLICY, POLICIES, Candidate, choose
+from adaptive.selection import DEFAULT_POLICY, POLICIES, Candidate, cap_note, choose
 from adaptive.space import SearchSpace
 from adaptive.study import (
     DEFAULT_MAX_LEAKAGE,
@@ -122,7 +123,7 @@ LEAKAGE_CAPTION = (
 )
 
 
-TASK_KEYS = ("train", "eval", "public", "text_column", "label_column")
+TASK_KEYS = ("train", "eval", "public", "text_column", "label_column", "header")
 FIDELITY_KEYS = ("train_size", "eval_size", "max_length")
 CAP_KEYS = ("max_leakage", "min_accuracy", "max_cost")
 
@@ -203,8 +204,13 @@ def optimize(
     public: str | None = typer.Option(
         None, "--public", help="Attacker's public text (default dev.tsv[1000:])."
     ),
-    text_column: str | None = typer.Option(None, "--text-column"),
-    label_column: str | None = typer.Option(None, "--label-column"),
+    text_column: str | None = typer.Option(
+        None, "--text-column", help="Text column: a name, or a position (0 is the first)."
+    ),
+    label_column: str | None = typer.Option(
+        None, "--label-column", help="Label column: a name, or a position (0 is the first)."
+    ),
+    no_header: bool = options.NoHeader,
     train_size: int | None = typer.Option(None, "--train-size", min=1, help="Fidelity (default 2000)."),
     eval_size: int | None = typer.Option(None, "--eval-size", min=1, help="Fidelity (default all)."),
     max_length: int | None = typer.Option(None, "--max-length", min=4, help="Fidelity (default 64)."),
@@ -270,7 +276,7 @@ def optimize(
     """Search shaking settings: maximise accuracy, minimise cost and leakage, within the caps."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial's error is reported once, cleanly
     url = storage_url(storage)
     backend = optuna_storage(url, **storage_options())
     repository = Repository(url)
@@ -281,6 +287,7 @@ def optimize(
         public=public,
         text_column=text_column,
         label_column=label_column,
+        header=False if no_header else None,
         train_size=train_size,
         eval_size=eval_size,
         max_length=max_length,
@@ -306,6 +313,7 @@ def optimize(
     config = _config(stored, given, study_name)
     if sampler not in SAMPLERS:
         raise SettingsError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    check_inputs(config.task, config.model)  # before the study exists: a bad task leaves nothing behind
     study = open_study(study_name, backend, config, sampler)
     template = SearchTemplate.of(config, trials or SearchTemplate().trials, sampler).to_dict()
     record = repository.ensure_target(
@@ -487,14 +495,15 @@ def select(
     repository.ensure_target(
         config.target, config.model, config.task.to_dict(), config.task.fingerprint(), config.caps.to_dict()
     )
-    record = repository.record_selection(chosen.record(config.target, policy, caps.to_dict(), choice.reason))
+    reason = choice.reason + cap_note(caps)
+    record = repository.record_selection(chosen.record(config.target, policy, caps.to_dict(), reason))
     emit(
         {
             "study": study_name,
             "target": config.target,
             "trial": chosen.trial_number,
             "policy": policy,
-            "reason": choice.reason,
+            "reason": reason,
             "accuracy": chosen.accuracy,
             "cost_gflops": chosen.cost_gflops,
             "leakage": chosen.leakage,
@@ -506,7 +515,7 @@ def select(
         },
         as_json,
         [
-            f"selected trial {chosen.trial_number} of {study_name} ({choice.reason})",
+            f"selected trial {chosen.trial_number} of {study_name} ({reason})",
             f"accuracy {chosen.accuracy:.4f}, cost {chosen.cost_gflops:,.0f} GFLOP",
             f"leakage {chosen.describe_leakage()}",
             f"settings {chosen.settings.shaking.describe()} | tuning {chosen.settings.tuning.steps} steps",
@@ -529,7 +538,8 @@ def studies(storage: str | None = StorageOption, as_json: bool = JsonOption) -> 
         study = optuna.load_study(study_name=name, storage=backend)
         trials = study.get_trials(deepcopy=False)
         states = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
-        entry: dict[str, Any] = {"study": name, "trials": len(trials), "states": states}
+        complete = states["complete"]  # failed, pruned and running trials are not counted as trials
+        entry: dict[str, Any] = {"study": name, "trials": complete, "states": states}
         try:
             config = study_config(study)
             front = feasible_front(study)
@@ -546,10 +556,18 @@ def studies(storage: str | None = StorageOption, as_json: bool = JsonOption) -> 
         except StudyError:
             entry["note"] = "not a shaketune study"
         listing.append(entry)
+
+    def figure(value: float | None, form: str) -> str:
+        return "-" if value is None else format(value, form)
+
+    def others(states: dict[str, int]) -> str:
+        shown = [f"{count} {state}" for state, count in states.items() if count and state != "complete"]
+        return f" ({', '.join(shown)})" if shown else ""
+
     lines = [
-        f"{e['study']}: {e['trials']} trials, front {e.get('front_size', '-')}, best accuracy "
-        f"{e.get('best_accuracy') if e.get('best_accuracy') is not None else '-'}, lowest leakage "
-        f"{e.get('lowest_leakage') if e.get('lowest_leakage') is not None else '-'}"
+        f"{e['study']}: {e['trials']} trials{others(e['states'])}, front {e.get('front_size', '-')}, "
+        f"best accuracy {figure(e.get('best_accuracy'), '.4f')}, lowest leakage "
+        f"{figure(e.get('lowest_leakage'), '.4f')}, lowest cost {figure(e.get('lowest_cost'), ',.0f')} GFLOP"
         for e in listing
     ] or ["no studies"]
     emit({"studies": listing}, as_json, lines)

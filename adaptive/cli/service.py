@@ -19,6 +19,7 @@ from storage.engine import storage_url
 from storage.repository import LEAKAGE_FIELDS, Repository, SelectionRecord
 
 TOKEN_ENV = "SHAKETUNE_API_TOKEN"
+DATA_ROOTS_ENV = "SHAKETUNE_DATA_ROOTS"
 
 schedule_app = typer.Typer(help="Re-optimisation schedules (kept in the database; the service runs them).")
 
@@ -30,21 +31,44 @@ def serve(
     token_file: Path | None = typer.Option(
         None, "--token-file", help=f"Require this bearer token (else ${TOKEN_ENV}, if set)."
     ),
+    data_roots: list[Path] = typer.Option(
+        [],
+        "--data-root",
+        help=f"A directory targets may read data files and models from (repeatable; default "
+        f"${DATA_ROOTS_ENV}, else the working directory). Nothing outside them is read.",
+    ),
 ) -> None:
     """Run the HTTP service (OpenAPI at /docs) with its scheduler, until interrupted."""
     import uvicorn
 
-    from adaptive.service.app import create_app
+    from adaptive.service.app import ServiceSettings, create_app
 
     url = storage_url(storage)
-    token = read_token(token_file)
-    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+    settings = ServiceSettings(url, read_token(token_file), resolve_data_roots(data_roots))
+    Repository(url)  # an unreachable database is a clear error here, not a server traceback
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
         stderr.print(
             f"[yellow]warning:[/] binding {host} without a token: anyone who reaches it can use the API; "
             "give --token-file or put it behind a reverse proxy that authenticates",
             highlight=False,
         )
-    uvicorn.run(create_app(url, token), host=host, port=port, log_level="warning")
+    roots = ", ".join(map(str, settings.data_roots))
+    stderr.print(f"targets may read data and models under: {roots}", highlight=False)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+def resolve_data_roots(given: list[Path]) -> tuple[Path, ...]:
+    """The data roots as absolute, resolved directories: the options, else $SHAKETUNE_DATA_ROOTS
+    (separated by ':'), else the working directory; each must exist."""
+    if not given:
+        given = [Path(p) for p in os.environ.get(DATA_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    roots = []
+    for root in given or [Path.cwd()]:
+        resolved = root.expanduser().resolve()
+        if not resolved.is_dir():
+            raise SettingsError(f"data root {root} is not a directory")
+        roots.append(resolved)
+    return tuple(roots)
 
 
 def read_token(path: Path | None) -> str | None:
@@ -170,10 +194,11 @@ def schedule_add(
         made = add_schedule(scheduler, url, target, cron, every)
     finally:
         scheduler.shutdown(wait=False)
+    next_run = made.next_run_time.isoformat() if made.next_run_time else None
     emit(
-        {"id": made.id, "target": made.target, "trigger": made.trigger},
+        {"id": made.id, "target": made.target, "trigger": made.trigger, "next_run_time": next_run},
         as_json,
-        [f"added {made.id}: {made.trigger}"],
+        [f"added {made.id}: {made.trigger}, next run {next_run}"],
     )
 
 
@@ -186,11 +211,23 @@ def schedule_list(storage: str | None = StorageOption, as_json: bool = JsonOptio
         found = list_schedules(scheduler)
     finally:
         scheduler.shutdown(wait=False)
-    rows = [{"id": s.id, "target": s.target, "trigger": s.trigger} for s in found]
+    rows = [
+        {
+            "id": s.id,
+            "target": s.target,
+            "trigger": s.trigger,
+            "next_run_time": s.next_run_time.isoformat() if s.next_run_time else None,
+        }
+        for s in found
+    ]
     emit(
         {"schedules": rows},
         as_json,
-        [f"{r['id']}: {r['target']} {r['trigger']}" for r in rows] or ["no schedules"],
+        [
+            f"{r['id']}: {r['target']} {r['trigger']}, next run {r['next_run_time'] or 'none (paused)'}"
+            for r in rows
+        ]
+        or ["no schedules"],
     )
 
 

@@ -11,15 +11,21 @@ import hmac
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
 
 import optuna
-from fastapi import FastAPI, HTTPException, Request, status
+from fastapi import FastAPI, Query, Request, status
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException
 
 from adaptive.budget import completed
+from adaptive.inputs import check_inputs
 from adaptive.runs import (
     NotFound,
     RunConflict,
@@ -29,7 +35,7 @@ from adaptive.runs import (
     queue_run,
     reap_children,
     register_target,
-    resume_interrupted,
+    supervise_runs,
 )
 from adaptive.scheduler import add_schedule, list_schedules, make_scheduler, remove_schedule
 from adaptive.selection import Candidate
@@ -40,10 +46,34 @@ from objectives.task import TaskSpec
 from objectives.trial import Fidelity
 from operators.errors import ShaketuneError
 from storage.engine import optuna_storage, redacted, storage_url
-from storage.repository import ACTIVE_STATES, LEAKAGE_FIELDS, Repository, RunRecord, TargetRecord
+from storage.repository import (
+    ACTIVE_STATES,
+    LEAKAGE_FIELDS,
+    ActiveRunExists,
+    Repository,
+    RunRecord,
+    TargetRecord,
+)
 
 MAX_BODY_BYTES = 64 * 1024
+SUPERVISE_SECONDS = 2.0
+PUBLIC_PATHS = ("/health", "/docs", "/docs/oauth2-redirect", "/openapi.json")  # no token needed
+DOCS_ASSETS = "/static-offline-docs/"  # Swagger UI's files, served from the installed package
 log = logging.getLogger("shaketune.service")
+Name = Annotated[str, PathParam(pattern=schemas.NAME, description="Target name")]
+StudyName = Annotated[str, PathParam(pattern=schemas.ID, description="Study name")]
+ScheduleId = Annotated[str, PathParam(pattern=schemas.ID, description="Schedule id")]
+TargetFilter = Annotated[str | None, Query(pattern=schemas.NAME, description="Only this target's")]
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """How the service runs: its database, the optional API token, and the directories that targets
+    may read data and models from (nothing outside them is ever opened on a request's behalf)."""
+
+    storage: str
+    token: str | None = None
+    data_roots: tuple[Path, ...] = ()
 
 
 class BodyLimit:
@@ -92,16 +122,18 @@ class BodyLimit:
 
 
 class BearerToken:
-    """Require ``Authorization: Bearer TOKEN`` on every path but /health (constant-time comparison)."""
+    """Require ``Authorization: Bearer TOKEN`` on every path but /health and the API's documentation
+    (constant-time comparison; the scheme name is case-insensitive, as RFC 7235 says)."""
 
     def __init__(self, app: Any, token: str) -> None:
-        self.app, self.expected = app, f"Bearer {token}".encode()
+        self.app, self.expected = app, token.encode()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path") == "/health":
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(DOCS_ASSETS):
             return await self.app(scope, receive, send)
-        given = dict(scope.get("headers", [])).get(b"authorization", b"")
-        if hmac.compare_digest(given, self.expected):
+        scheme, _, given = dict(scope.get("headers", [])).get(b"authorization", b"").strip().partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.expected):
             return await self.app(scope, receive, send)
         payload = json.dumps({"message": "missing or wrong bearer token"}).encode()
         headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
@@ -122,10 +154,15 @@ def _target_out(record: TargetRecord) -> schemas.TargetOut:
     )
 
 
-def create_app(url: str | None = None, token: str | None = None) -> FastAPI:
-    """The service on one database URL; schedules run while the app runs; with ``token``, every
-    request but /health must carry it as a bearer token."""
-    url = storage_url(url)
+def create_app(
+    settings: ServiceSettings | str | None = None, launcher: Callable[[int, str], Any] = launch
+) -> FastAPI:
+    """The service on one database; schedules run and dead workers are noticed while the app runs;
+    with a token, every request but /health and the docs must carry it as a bearer token.
+    ``launcher(run_id, url)`` starts a run's worker process."""
+    if not isinstance(settings, ServiceSettings):
+        settings = ServiceSettings(storage_url(settings))
+    url, token = settings.storage, settings.token
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -133,23 +170,26 @@ def create_app(url: str | None = None, token: str | None = None) -> FastAPI:
         app.state.repository = Repository(url)
         app.state.storage = optuna_storage(url)
         app.state.scheduler = make_scheduler(url, running=True)
-        relaunched = resume_interrupted(app.state.repository, url)
-        if relaunched:
-            log.warning("relaunched interrupted runs %s", relaunched)
         stop = threading.Event()
 
-        def supervise() -> None:
-            while not stop.wait(1.0):
+        def supervise() -> None:  # dead workers: relaunch their runs, or finish cancelling them
+            while True:
                 reap_children()
+                try:
+                    supervise_runs(app.state.repository, url, launcher)
+                except Exception:
+                    log.exception("supervising runs failed; trying again")
+                if stop.wait(SUPERVISE_SECONDS):
+                    return
 
-        threading.Thread(target=supervise, name="reaper", daemon=True).start()
+        threading.Thread(target=supervise, name="supervisor", daemon=True).start()
         try:
             yield
         finally:
             stop.set()
             app.state.scheduler.shutdown(wait=False)
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="shaketune",
         version="0.1.0",
         description="Chooses CypherTalk shaking settings for private fine-tuning; serves them to automated "
@@ -211,7 +251,8 @@ def create_app(url: str | None = None, token: str | None = None) -> FastAPI:
         return JSONResponse({"message": str(exc)}, status_code=404)
 
     @app.exception_handler(RunConflict)
-    async def conflict(_request: Request, exc: RunConflict) -> JSONResponse:
+    @app.exception_handler(ActiveRunExists)
+    async def conflict(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"message": str(exc)}, status_code=409)
 
     @app.exception_handler(ShaketuneError)
@@ -220,16 +261,23 @@ def create_app(url: str | None = None, token: str | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "problem": e.get("msg", "")}
-            for e in exc.errors()
-        ]
+        errors = []
+        for error in exc.errors():
+            location = [str(p) for p in error.get("loc", ()) if p != "body"]
+            problem = str(error.get("msg", ""))
+            if error.get("type") == "json_invalid":  # its location is a character offset, not a field
+                offset = location.pop() if location else "?"
+                problem = f"malformed JSON at character {offset}: {error.get('ctx', {}).get('error', '')}"
+            errors.append({"field": ".".join(location), "problem": problem})
         summary = "; ".join(f"{e['field'] or 'body'}: {e['problem']}" for e in errors)
         return JSONResponse({"message": f"invalid request: {summary}", "detail": errors}, status_code=422)
 
-    @app.exception_handler(HTTPException)
+    @app.exception_handler(HTTPException)  # Starlette's: unknown routes, wrong methods, too
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"message": str(exc.detail)}, status_code=exc.status_code)
+        message = {404: "no such path", 405: "method not allowed on this path"}.get(exc.status_code)
+        return JSONResponse(
+            {"message": message or str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(Exception)
     async def internal(_request: Request, exc: Exception) -> JSONResponse:
@@ -251,8 +299,13 @@ def create_app(url: str | None = None, token: str | None = None) -> FastAPI:
 
     @app.post("/targets", response_model=schemas.TargetOut, status_code=201, responses=errors)
     def create_target(body: schemas.TargetIn, request: Request) -> schemas.TargetOut:
-        """Register a target (model + task data + caps + policy + how to search); idempotent per name."""
+        """Register a target (model + task data + caps + policy + how to search); idempotent per name.
+
+        Every source and the model are checked now (inside the service's data roots, loadable, with
+        the named columns and enough rows, public text disjoint from the private rows): 400 with the
+        reason otherwise."""
         task = TaskSpec.from_dict(body.task.model_dump())
+        check_inputs(task, body.model, settings.data_roots)
         search = body.search
         space = search.space.model_dump(exclude_none=True)
         template = SearchTemplate(
@@ -274,7 +327,7 @@ def create_app(url: str | None = None, token: str | None = None) -> FastAPI:
         return [_target_out(t) for t in repository(request).targets()]
 
     @app.get("/targets/{name}", response_model=schemas.TargetOut, responses=errors)
-    def target(name: str, request: Request) -> schemas.TargetOut:
+    def target(name: Name, request: Request) -> schemas.TargetOut:
         return _target_out(target_or_404(request, name))
 
     def selection_out(record: Any) -> schemas.SelectionOut:
@@ -296,7 +349,7 @@ def create_app(url: str | None = None, token: str | None = None) -> FastAPI:
         )
 
     @app.get("/targets/{name}/selection", response_model=schemas.SelectionOut, responses=errors)
-    def selection(name: str, request: Request) -> schemas.SelectionOut:
+    def selection(name: Name, request: Request) -> schemas.SelectionOut:
         """The settings this target uses now: what a client asks before each private tuning job."""
         target_or_404(request, name)
         record = repository(request).current_selection(name)
@@ -305,19 +358,32 @@ def create_app(url: str | None = None, token: str | None = None) -> FastAPI:
         return selection_out(record)
 
     @app.get("/targets/{name}/selections", response_model=list[schemas.SelectionOut], responses=errors)
-    def selections(name: str, request: Request) -> list[schemas.SelectionOut]:
+    def selections(name: Name, request: Request) -> list[schemas.SelectionOut]:
         """Every decision about the target's settings, oldest first, each with its reason."""
         target_or_404(request, name)
         return [selection_out(s) for s in repository(request).selections(name)]
 
+    @app.delete("/targets/{name}", status_code=204, responses=errors)
+    def delete_target(name: Name, request: Request) -> Response:
+        """Remove a target, its schedules and its selection history (409 while it has an active run);
+        its studies stay in the database."""
+        target_or_404(request, name)
+        repository(request).delete_target(name)
+        for made in list_schedules(request.app.state.scheduler, name):
+            with contextlib.suppress(NotFound):
+                remove_schedule(request.app.state.scheduler, made.id)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
     @app.post(
         "/targets/{name}/reoptimise", response_model=schemas.StudyOut, status_code=202, responses=errors
     )
-    def reoptimise(name: str, request: Request, body: schemas.ReoptimiseIn | None = None) -> schemas.StudyOut:
+    def reoptimise(
+        name: Name, request: Request, body: schemas.ReoptimiseIn | None = None
+    ) -> schemas.StudyOut:
         """Start a re-optimisation now, warm-started from the target's previous study."""
         target_or_404(request, name)
         run = queue_run(repository(request), name, "reoptimise", body.trials if body else None)
-        launch(run.id, url)
+        launcher(run.id, url)
         return study_out(request, run)
 
     @app.post("/studies", response_model=schemas.StudyOut, status_code=202, responses=errors)
@@ -325,22 +391,22 @@ def create_app(url: str | None = None, token: str | None = None) -> FastAPI:
         """Start an optimisation for a target in a background worker; poll GET /studies/{study}."""
         target_or_404(request, body.target)
         run = queue_run(repository(request), body.target, "study", body.trials, body.warm_start)
-        launch(run.id, url)
+        launcher(run.id, url)
         return study_out(request, run)
 
-    @app.get("/studies", response_model=list[schemas.StudyOut])
-    def studies(request: Request, target: str | None = None) -> list[schemas.StudyOut]:
+    @app.get("/studies", response_model=list[schemas.StudyOut], responses=errors)
+    def studies(request: Request, target: TargetFilter = None) -> list[schemas.StudyOut]:
         return [study_out(request, run) for run in repository(request).runs(target)]
 
     @app.get("/studies/{study}", response_model=schemas.StudyOut, responses=errors)
-    def study(study: str, request: Request) -> schemas.StudyOut:
+    def study(study: StudyName, request: Request) -> schemas.StudyOut:
         run = repository(request).run_for_study(study)
         if run is None:
             raise NotFound(f"no study named {study!r} was started by this service")
         return study_out(request, run)
 
     @app.post("/studies/{study}/cancel", response_model=schemas.StudyOut, status_code=202, responses=errors)
-    def cancel(study: str, request: Request) -> schemas.StudyOut:
+    def cancel(study: StudyName, request: Request) -> schemas.StudyOut:
         return study_out(request, cancel_run(repository(request), study))
 
     @app.post("/schedules", response_model=schemas.ScheduleOut, status_code=201, responses=errors)
@@ -349,12 +415,12 @@ def create_app(url: str | None = None, token: str | None = None) -> FastAPI:
         made = add_schedule(request.app.state.scheduler, url, body.target, body.cron, body.interval_seconds)
         return schemas.ScheduleOut(**vars(made))
 
-    @app.get("/schedules", response_model=list[schemas.ScheduleOut])
-    def schedules(request: Request, target: str | None = None) -> list[schemas.ScheduleOut]:
+    @app.get("/schedules", response_model=list[schemas.ScheduleOut], responses=errors)
+    def schedules(request: Request, target: TargetFilter = None) -> list[schemas.ScheduleOut]:
         return [schemas.ScheduleOut(**vars(s)) for s in list_schedules(request.app.state.scheduler, target)]
 
     @app.delete("/schedules/{schedule_id}", status_code=204, responses=errors)
-    def delete_schedule(schedule_id: str, request: Request) -> Response:
+    def delete_schedule(schedule_id: ScheduleId, request: Request) -> Response:
         remove_schedule(request.app.state.scheduler, schedule_id)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 

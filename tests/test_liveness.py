@@ -1,0 +1,131 @@
+"""The service under concurrent and hostile use, on PostgreSQL and SQLite: one active run per target
+however many requests race for it; a worker killed while the service is up is noticed, its run launched
+again and its stale trial failed and retried; cancelling a dead run completes; the database password
+never appears on a process's command line or in the schedules table."""
+
+import contextlib
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sqlalchemy import text
+
+from storage.engine import get_engine, optuna_storage
+from storage.repository import Repository
+from tests.service import Service, tiny_target
+from tests.workers import postgres_database, trials, wait_until
+
+PASSWORD = "pw-7d1e2c9a-not-for-ps"
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def storage(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'live.db'}"
+        return
+    with postgres_database() as url:  # trust authentication ignores the password, but it is in the URL
+        yield url.replace("postgresql+psycopg://postgres@", f"postgresql+psycopg://postgres:{PASSWORD}@")
+
+
+def command_lines() -> list[bytes]:
+    lines = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                lines.append((entry / "cmdline").read_bytes())
+    return lines
+
+
+def running_trial(storage: str, study: str) -> bool:
+    if study not in optuna.get_all_study_names(optuna_storage(storage)):
+        return False
+    return any(t.state == TrialState.RUNNING and "tuning.mode" in t.params for t in trials(storage, study))
+
+
+def worker_pid(storage: str, study: str, other_than: int | None = None) -> int | None:
+    run = Repository(storage).run_for_study(study)
+    return run.pid if run.pid and run.pid != other_than and run.state == "running" else None
+
+
+def test_one_run_per_target_and_dead_workers(storage, tmp_path, sst2):
+    service = Service(storage, tmp_path, SHAKETUNE_HEARTBEAT_SECONDS="1")
+    try:
+        client = service.client
+        target = tiny_target("raced", sst2, trials=1)
+        target["task"]["public"] = f"{sst2 / 'dev.tsv'}[1000:1500]"  # a cheaper trial: fewer public rows,
+        target["search"]["space"].update(recovery_steps=[0], operators=["gaussian"])  # no recovery training
+        assert client.post("/targets", json=target).status_code == 201
+
+        def start(_: int) -> httpx.Response:
+            return httpx.post(f"{service.url}/studies", json={"target": "raced"}, timeout=60)
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(start, range(16)))
+        codes = sorted(a.status_code for a in answers)
+        assert codes == [202] + [409] * 15, codes
+        assert all("already has run" in a.json()["message"] for a in answers if a.status_code == 409)
+        study = next(a.json()["study"] for a in answers if a.status_code == 202)
+        assert len(Repository(storage).runs("raced")) == 1
+
+        first = wait_until(lambda: worker_pid(storage, study), message="the worker's claim")
+        assert not any(PASSWORD.encode() in line for line in command_lines())  # ps shows no password
+        assert client.post("/schedules", json={"target": "raced", "cron": "0 3 * * 1"}).status_code == 201
+        with get_engine(storage).connect() as connection:
+            stored = b"".join(
+                bytes(r[0]) for r in connection.execute(text("SELECT job_state FROM shaketune_schedules"))
+            )
+        assert stored and PASSWORD.encode() not in stored
+
+        # kill -9 of the worker while the service is up: noticed, relaunched, its trial failed and retried
+        wait_until(lambda: running_trial(storage, study), message="a running trial")
+        os.kill(first, signal.SIGKILL)
+        killed_at = time.time()
+        wait_until(lambda: worker_pid(storage, study, other_than=first), timeout=60, message="a relaunch")
+        assert time.time() - killed_at < 60
+        done = service.wait_for(study, timeout=180)
+        assert done["state"] == "succeeded" and done["trials_done"] == 1, done
+        found = trials(storage, study)
+        failed = [t for t in found if t.state == TrialState.FAIL]
+        assert len(failed) == 1 and not [t for t in found if t.state == TrialState.RUNNING]
+        retried = [t for t in found if t.system_attrs.get("failed_trial") == failed[0].number]
+        assert retried and retried[0].state == TrialState.COMPLETE and retried[0].params == failed[0].params
+        assert client.get("/health").json()["active_runs"] == 0
+
+        # a worker that dies while cancelling: the cancel completes, no trial stays RUNNING
+        second = client.post("/studies", json={"target": "raced"})
+        assert second.status_code == 202, second.text
+        study2 = second.json()["study"]
+        pid = wait_until(lambda: worker_pid(storage, study2), message="the second worker")
+        wait_until(lambda: running_trial(storage, study2), message="a running trial")
+        os.kill(pid, signal.SIGSTOP)  # it cannot react to the cancel's SIGTERM...
+        assert client.post(f"/studies/{study2}/cancel").json()["state"] == "cancelling"
+        os.kill(pid, signal.SIGKILL)  # ...and dies
+        assert service.wait_for(study2, timeout=30)["state"] == "cancelled"
+        assert not [t for t in trials(storage, study2) if t.state == TrialState.RUNNING]
+        assert client.get("/health").json()["active_runs"] == 0
+    finally:
+        service.stop()
+
+
+def test_a_schedule_and_the_cli_meet_the_same_rule(tmp_path, caplog):
+    """The rule lives in the database, so it holds whoever starts the run."""
+    from adaptive.runs import RunConflict, queue_run
+    from adaptive.scheduler import fire
+    from tests.cli import run
+
+    url = f"sqlite:///{tmp_path / 'rule.db'}"
+    repository = Repository(url)
+    repository.ensure_target("t", "m", {}, "0" * 64)
+    active = queue_run(repository, "t", "study")
+    with pytest.raises(RunConflict, match=f"already has run {active.id}"):
+        queue_run(repository, "t", "reoptimise")
+    fire("t", url)  # a schedule's firing is skipped with a warning, no second run
+    assert "skipped" in caplog.text and len(repository.runs("t")) == 1
+    refused = run("reoptimise", "t", "--storage", url, ok=False)
+    assert f"already has run {active.id}" in refused["error"]
