@@ -13,8 +13,8 @@ from tests.workers import create_study, postgres_database, start_worker, states,
 
 
 @pytest.fixture()
-def postgres():
-    with postgres_database() as url:
+def postgres(postgres_admin):
+    with postgres_database(postgres_admin) as url:
         yield url
 
 
