@@ -41,6 +41,7 @@ from adaptive.study import (
 from objectives.task import TaskSpec
 from objectives.trial import Fidelity, TrialSettings
 from operators.errors import SettingsError, ShaketuneError
+from storage.engine import ENV_VAR as STORAGE_ENV
 from storage.engine import optuna_storage
 from storage.models import utcnow
 from storage.repository import ACTIVE_STATES, Repository, RunRecord, SelectionRecord, TargetRecord
@@ -162,10 +163,20 @@ def log_dir() -> Path:
 
 
 def launch(run_id: int, url: str) -> subprocess.Popen:
-    """Start ``shaketune run-job`` for a run in its own process (its output goes to a log file)."""
+    """Start ``shaketune run-job`` for a run in its own process (its output goes to a log file).
+
+    The storage URL goes in the child's environment, not its arguments: any user can read a process's
+    arguments (ps, /proc/PID/cmdline), only its owner its environment, and the URL may hold a password.
+    """
     log = (log_dir() / f"run-{run_id}.log").open("ab")
-    command = [sys.executable, "-m", "adaptive", "run-job", str(run_id), "--storage", url]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    command = [sys.executable, "-m", "adaptive", "run-job", str(run_id)]
+    process = subprocess.Popen(
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, STORAGE_ENV: url},
+    )
     log.close()
     with _children_lock:
         _children[run_id] = process

@@ -20,7 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from adaptive.runs import NotFound, RunConflict, launch, queue_run
 from operators.errors import SettingsError
-from storage.engine import get_engine
+from storage.engine import get_engine, redacted, storage_url
 from storage.repository import Repository
 
 JOBS_TABLE = "shaketune_schedules"
@@ -51,8 +51,16 @@ def trigger_for(cron: str | None, every_seconds: float | None) -> Any:
     return IntervalTrigger(seconds=every_seconds, timezone=timezone.utc)
 
 
-def fire(target: str, url: str) -> None:
-    """The scheduled job: queue a warm-started re-optimisation of ``target`` and launch its worker."""
+_urls: dict[str, str] = {}  # the URL (password hidden) -> the full URL, of each database scheduled here
+
+
+def fire(target: str, storage: str | None = None, url: str | None = None) -> None:
+    """The scheduled job: queue a warm-started re-optimisation of ``target`` and launch its worker.
+
+    A job stores its database's URL with the password hidden (``storage``); the full URL is the one the
+    scheduler running the job was made with. ``url`` is how jobs stored before that held it.
+    """
+    url = url or _full_url(storage)
     try:
         run = queue_run(Repository(url), target, "scheduled")
     except (RunConflict, NotFound) as exc:
@@ -60,6 +68,15 @@ def fire(target: str, url: str) -> None:
         return
     launch(run.id, url)
     log.info("schedule for %s started run %s (study %s)", target, run.id, run.study_name)
+
+
+def _full_url(storage: str | None) -> str:
+    if storage in _urls:
+        return _urls[storage]
+    known = set(_urls.values())
+    if len(known) == 1:  # the one database this process schedules on, spelt differently by the CLI
+        return known.pop()
+    return storage_url(storage)
 
 
 def make_scheduler(url: str, running: bool) -> BackgroundScheduler:
@@ -70,10 +87,22 @@ def make_scheduler(url: str, running: bool) -> BackgroundScheduler:
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
         timezone=timezone.utc,
     )
-    scheduler.start(paused=not running)
-    if running:  # notice jobs that other processes add to the table
+    scheduler.start(paused=True)
+    _hide_stored_passwords(scheduler)
+    if running:
+        _urls[redacted(url)] = url
+        # notice jobs that other processes add to the table
         scheduler.add_job(_noop, IntervalTrigger(seconds=WAKEUP_SECONDS), id="wakeup", jobstore="memory")
+        scheduler.resume()
     return scheduler
+
+
+def _hide_stored_passwords(scheduler: BackgroundScheduler) -> None:
+    """Jobs stored before URLs were redacted kept the full URL; store it with the password hidden."""
+    for job in scheduler.get_jobs(jobstore="default"):
+        if "url" in job.kwargs:
+            kwargs = {"target": job.kwargs.get("target", ""), "storage": redacted(job.kwargs["url"])}
+            scheduler.modify_job(job.id, jobstore="default", kwargs=kwargs)
 
 
 def _noop() -> None:
@@ -89,7 +118,7 @@ def add_schedule(
     job = scheduler.add_job(
         "adaptive.scheduler:fire",
         trigger,
-        kwargs={"target": target, "url": url},
+        kwargs={"target": target, "storage": redacted(url)},  # no password in the database
         id=f"reoptimise-{target}-{uuid.uuid4().hex[:8]}",
         name=f"reoptimise {target}",
         jobstore="default",

@@ -35,7 +35,7 @@ from objectives.models import DEFAULT_MODEL
 from objectives.task import TaskSpec
 from objectives.trial import Fidelity, TrialSettings
 from operators.errors import SettingsError
-from storage.engine import optuna_storage, storage_url
+from storage.engine import optuna_storage, redacted, storage_url
 from storage.repository import Repository, SelectionRecord
 
 StorageOption = typer.Option(
@@ -301,7 +301,7 @@ def optimize(
     rows = _front_rows(front)
     result = {
         "study": study_name,
-        "storage": url,
+        "storage": redacted(url),
         "target": config.target,
         "trials": len(all_trials),
         "trials_this_run": len(all_trials) - before,
@@ -541,7 +541,8 @@ def dashboard(
             "reverse proxy with authentication",
             highlight=False,
         )
-    stderr.print(f"dashboard on http://{host}:{port} for {url} (Ctrl-C to stop)", highlight=False)
+    shown = f"dashboard on http://{host}:{port} for {redacted(url)} (Ctrl-C to stop)"
+    stderr.print(shown, highlight=False, markup=False)
     run_server(optuna_storage(url), host=host, port=port)
 
 
