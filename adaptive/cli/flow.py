@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import typer
 
-from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, stderr
+from adaptive.cli.common import JsonOption, emit, handle_errors, literal, progress_bar, warn
 from objectives.attacks.view import token_counts
 from objectives.data import DataError, label_ids, read_labelled_text
 from objectives.encoded import EncodedData, encode_token_ids, load_encoded, save_encoded
@@ -58,8 +58,10 @@ def keygen(
     public_text: str | None = typer.Option(
         None,
         "--public-text",
-        help="Public text (a file, optionally with rows, e.g. dev.tsv[1000:]) whose token frequencies "
-        "size each token's copies; needed by homophone settings.",
+        help=literal(
+            "Public text (a file, optionally with rows, e.g. dev.tsv[1000:]) whose token frequencies "
+            "size each token's copies; needed by homophone settings."
+        ),
     ),
     text_column: str = TextColumn,
     max_length: int = MaxLength,
@@ -115,7 +117,9 @@ def shake(
     public: str | None = typer.Option(
         None,
         "--recovery-data",
-        help="Public text for recovery training (file or hf:DATASET[:CONFIG]:SPLIT, optional [a:b]).",
+        help=literal(
+            "Public text for recovery training (file or hf:DATASET[:CONFIG]:SPLIT, optional [a:b])."
+        ),
     ),
     recovery_steps: int = typer.Option(
         0, "--recovery-steps", min=0, help="Recovery-training steps (0: none)."
@@ -220,7 +224,7 @@ def recover(
     loaded = load_as_saved(str(model))
     warnings = recover_model(loaded, key)
     for warning in warnings:
-        stderr.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        warn(warning)
     tokenizer = _tokenizer_for(str(model))
     if tokenizer is not None:
         key.check_tokenizer(tokenizer)
@@ -268,7 +272,7 @@ def evaluate(
         raise KeyMismatchError(f"{model} is a shaken model; pass --key for private inference")
     if key is not None:
         for warning in key.check_shaken(classifier):
-            stderr.print(f"[yellow]warning:[/] {warning}", highlight=False)
+            warn(warning)
     tokenizer = _tokenizer_for(model)
     if tokenizer is None:
         tokenizer = load_tokenizer(tokenizer_name or DEFAULT_MODEL)

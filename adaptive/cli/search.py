@@ -6,11 +6,21 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from adaptive.budget import storage_options
 from adaptive.cli import options
-from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, stderr, wide_console
+from adaptive.cli.common import (
+    JsonOption,
+    emit,
+    handle_errors,
+    literal,
+    progress_bar,
+    stderr,
+    warn,
+    wide_console,
+)
 from adaptive.runs import SearchTemplate
 from adaptive.samplers import DEFAULT_SAMPLER, SAMPLERS
 from adaptive.selection import DEFAULT_POLICY, POLICIES, Candidate, choose
@@ -75,7 +85,7 @@ def _front_rows(front: list) -> list[dict[str, Any]]:
 
 
 def _front_table(title: str, rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=title)
+    table = Table(title=escape(title))  # rich reads titles and cells as markup
     for column in ("trial", "accuracy", "gap", "leakage", "strongest attack", "GFLOP", "shaking", "tuning"):
         table.add_column(
             column, justify="right" if column in ("trial", "accuracy", "gap", "leakage", "GFLOP") else "left"
@@ -88,10 +98,10 @@ def _front_table(title: str, rows: list[dict[str, Any]]) -> Table:
             f"{row['accuracy']:.4f}",
             f"{gap:+.4f}" if gap is not None else "",
             f"{row['leakage']:.4f}",
-            str(row["strongest_attack"]).replace("shaken/", ""),
+            escape(str(row["strongest_attack"]).replace("shaken/", "")),
             f"{row['cost_gflops']:,.0f}",
-            settings.shaking.describe(),
-            settings.describe_budget(),
+            escape(settings.shaking.describe()),
+            escape(settings.describe_budget()),
         )
     return table
 
@@ -158,9 +168,11 @@ def optimize(
     train: str | None = typer.Option(
         None, "--train", help="Private training data (default SST-2 train.tsv)."
     ),
-    eval_: str | None = typer.Option(None, "--eval", help="Evaluation data (default SST-2 dev.tsv[0:1000])."),
+    eval_: str | None = typer.Option(
+        None, "--eval", help=literal("Evaluation data (default SST-2 dev.tsv[0:1000]).")
+    ),
     public: str | None = typer.Option(
-        None, "--public", help="Attacker's public text (default dev.tsv[1000:])."
+        None, "--public", help=literal("Attacker's public text (default dev.tsv[1000:]).")
     ),
     text_column: str | None = typer.Option(None, "--text-column"),
     label_column: str | None = typer.Option(None, "--label-column"),
@@ -267,7 +279,9 @@ def optimize(
     if warm_start_study:
         source_storage = optuna_storage(warm_start_storage) if warm_start_storage else backend
         enqueued = warm_start(study, load_study(warm_start_study, source_storage), config.space)
-        stderr.print(f"warm start: enqueued {enqueued} settings from {warm_start_study}", highlight=False)
+        stderr.print(
+            f"warm start: enqueued {enqueued} settings from {warm_start_study}", highlight=False, markup=False
+        )
     runner = runner_for(config, StoredReferences(repository))
     before = len(study.trials)
     with progress_bar() as bar:
@@ -536,10 +550,9 @@ def dashboard(
 
     url = storage_url(storage)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        stderr.print(
-            f"[yellow]warning:[/] binding {host}: optuna-dashboard has no authentication; put it behind a "
-            "reverse proxy with authentication",
-            highlight=False,
+        warn(
+            f"binding {host}: optuna-dashboard has no authentication; put it behind a reverse proxy with "
+            "authentication"
         )
     shown = f"dashboard on http://{host}:{port} for {redacted(url)} (Ctrl-C to stop)"
     stderr.print(shown, highlight=False, markup=False)

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, stderr
+from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, warn
 from adaptive.cli.search import StorageOption
 from adaptive.runs import execute_run, queue_run, raise_on_sigterm
 from adaptive.scheduler import add_schedule, list_schedules, make_scheduler, remove_schedule
@@ -38,10 +38,9 @@ def serve(
     url = storage_url(storage)
     token = read_token(token_file)
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
-        stderr.print(
-            f"[yellow]warning:[/] binding {host} without a token: anyone who reaches it can use the API; "
-            "give --token-file or put it behind a reverse proxy that authenticates",
-            highlight=False,
+        warn(
+            f"binding {host} without a token: anyone who reaches it can use the API; "
+            "give --token-file or put it behind a reverse proxy that authenticates"
         )
     uvicorn.run(create_app(url, token), host=host, port=port, log_level="warning")
 
