@@ -172,27 +172,27 @@ class ThrowawayServer:
                 "--no-locale",
                 "--no-sync",
             )
-            options = (
-                f"-p {server.port} -k {shlex.quote(str(base))} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off"
-            )
-            server._run(
-                str(bindir / "pg_ctl"),
-                "start",
-                "-D",
-                str(server.data),
-                "-l",
-                str(base / "server.log"),
-                "-w",
-                "-t",
-                str(TIMEOUT),
-                "-o",
-                options,
-            )
+            for attempt in range(3):  # another process may take the free port before the server binds it
+                try:
+                    server._start_server()
+                    break
+                except RuntimeError:
+                    if attempt == 2:
+                        raise
+                    server.port = free_port()
         except BaseException:
             server.stop()
             raise
         return server
+
+    def _start_server(self) -> None:
+        options = (
+            f"-p {self.port} -k {shlex.quote(str(self.base))} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off"
+        )
+        log = str(self.base / "server.log")
+        pg_ctl = str(self.bindir / "pg_ctl")
+        self._run(pg_ctl, "start", "-D", str(self.data), "-l", log, "-w", "-t", str(TIMEOUT), "-o", options)
 
     def stop(self) -> None:
         """Stop the server (disconnecting every client) and delete its directory."""
