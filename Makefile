@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo flow-demo test lint bench install browser clean
+.PHONY: demo flow-demo test lint bench install browser postgres clean
 
 install: $(STAMP)
 
@@ -34,7 +34,21 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)
 
-test: lint browser
+# the scale-out tests use the server at $$SHAKETUNE_TEST_PG (default 127.0.0.1:5432) when it answers, else
+# start a throwaway one with initdb and pg_ctl (docs/testing.md): install Debian's postgresql where they are
+# missing, as root only; without them the tests skip with a red line in the summary
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" -eq 0 ]; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q postgresql || (apt-get update -q && apt-get install -y -q postgresql) || \
+	      echo "make postgres: could not install postgresql; the PostgreSQL tests will be skipped" >&2; \
+	  else \
+	    echo "make postgres: PostgreSQL is not installed and installing it needs root; the PostgreSQL" \
+	      "tests will be skipped unless SHAKETUNE_TEST_PG points at a server" >&2; \
+	  fi
+
+test: lint browser postgres
 	$(BIN)/pytest
 
 bench: $(STAMP)

@@ -152,10 +152,22 @@ def make_scheduler(url: str, running: bool) -> BackgroundScheduler:
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
         timezone=timezone.utc,
     )
-    scheduler.start(paused=not running)
-    if running:  # notice jobs that other processes add to the table
+    scheduler.start(paused=True)
+    _hide_stored_passwords(scheduler)
+    if running:
+        # notice jobs that other processes add to the table
         scheduler.add_job(_noop, IntervalTrigger(seconds=WAKEUP_SECONDS), id="wakeup", jobstore="memory")
+        scheduler.resume()
     return scheduler
+
+
+def _hide_stored_passwords(scheduler: BackgroundScheduler) -> None:
+    """Jobs stored by older versions kept the database URL (and its password) in their arguments: drop it
+    (the service running a job supplies its own URL)."""
+    for job in scheduler.get_jobs(jobstore="default"):
+        if "url" in job.kwargs or "storage" in job.kwargs:
+            kwargs = {"target": job.kwargs.get("target", ""), "trigger": str(job.trigger)}
+            scheduler.modify_job(job.id, jobstore="default", kwargs=kwargs)
 
 
 def _noop() -> None:

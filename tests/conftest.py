@@ -1,4 +1,5 @@
-"""Shared fixtures: the SST-2 files, the default model loaded once, and tiny models for fast checks."""
+"""Shared fixtures: the SST-2 files, the default model loaded once, tiny models for fast checks, and a
+PostgreSQL server for the scale-out tests."""
 
 from __future__ import annotations
 
@@ -27,6 +28,36 @@ def sst2() -> Path:
     if not (SST2 / "test.tsv").is_file():
         pytest.fail(f"SST-2 not found at {SST2}; put ../shared beside the project or set SHAKETUNE_SST2")
     return SST2
+
+
+POSTGRES: dict[str, str] = {}  # what the session's PostgreSQL tests ran on, or why they were skipped
+
+
+@pytest.fixture(scope="session")
+def postgres_admin():
+    """The admin URL of a PostgreSQL server with trust authentication: $SHAKETUNE_TEST_PG (default
+    postgresql://postgres@127.0.0.1:5432/postgres) when it answers, else a throwaway cluster started for
+    this session (tests/pg_server.py); the tests skip, loudly, only where neither can be had."""
+    from tests.pg_server import Unavailable, server_for_tests
+
+    try:
+        server = server_for_tests()
+    except Unavailable as exc:
+        POSTGRES["skipped"] = str(exc)
+        pytest.skip(f"PostgreSQL tests skipped: {exc}")
+    POSTGRES["used"] = server.note
+    try:
+        yield server.admin_url
+    finally:
+        if server.throwaway is not None:
+            server.throwaway.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if "skipped" in POSTGRES:
+        terminalreporter.write_line(f"PostgreSQL tests SKIPPED: {POSTGRES['skipped']}", red=True, bold=True)
+    elif "used" in POSTGRES:
+        terminalreporter.write_line(f"PostgreSQL tests ran on {POSTGRES['used']}")
 
 
 @pytest.fixture(scope="session")

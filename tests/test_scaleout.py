@@ -6,16 +6,23 @@ import signal
 
 import pytest
 from optuna.trial import TrialState
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
+from storage.engine import get_engine, redacted
 from storage.repository import Repository
+from tests.cli import run
 from tests.service import Service, tiny_target
 from tests.workers import create_study, postgres_database, start_worker, states, trials, wait_until
 
 
 @pytest.fixture()
-def postgres():
-    with postgres_database() as url:
-        yield url
+def postgres(postgres_admin):
+    """A new database; its URL carries a password (the admin URL's, else one that trust authentication
+    ignores) so that the tests can check that no output shows it."""
+    with postgres_database(postgres_admin) as url:
+        parsed = make_url(url)
+        yield parsed.set(password=parsed.password or "pw-not-shown").render_as_string(hide_password=False)
 
 
 def finish(*workers, timeout=240):
@@ -28,7 +35,8 @@ def test_two_workers_share_one_budget(backend, request, tmp_path, sst2):
     storage = (
         request.getfixturevalue("postgres") if backend == "postgres" else f"sqlite:///{tmp_path / 'w.db'}"
     )
-    create_study(storage, "shared", sst2)
+    made = create_study(storage, "shared", sst2)
+    assert made["storage"] == redacted(storage)
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     finish(*(start_worker(storage, "shared", 5, log) for log in logs))
     reports = [json.loads(log.read_text().strip().splitlines()[-1]) for log in logs]
@@ -36,6 +44,14 @@ def test_two_workers_share_one_budget(backend, request, tmp_path, sst2):
     assert sum(r["completed_by_this_worker"] for r in reports) == 5
     assert all("locked" not in log.read_text() for log in logs)
     assert len(Repository(storage).slots("shared")) == 5
+    password = make_url(storage).password
+    if password:  # PostgreSQL: printed, logged and stored (schedules) only with the password hidden
+        assert "***" in made["storage"] and password not in json.dumps(made)
+        assert all(password not in log.read_text() for log in logs)
+        run("schedule", "add", "--target", "shared", "--every", "3600", "--storage", storage)
+        with get_engine(storage).connect() as connection:
+            jobs = connection.execute(text("SELECT job_state FROM shaketune_schedules")).scalars().all()
+        assert len(jobs) == 1 and password.encode() not in jobs[0]
 
 
 def test_worker_killed_mid_trial_loses_nothing(postgres, tmp_path, sst2):

@@ -16,27 +16,28 @@ from optuna.trial import TrialState
 
 from storage.engine import optuna_storage
 from tests.cli import run, tiny_search
-
-PG_ADMIN = os.environ.get("SHAKETUNE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+from tests.pg_server import libpq_url
 
 
 @contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A new, empty PostgreSQL database for one test, dropped afterwards; yields its SQLAlchemy URL."""
+def postgres_database(admin: str) -> Iterator[str]:
+    """A new, empty database for one test on the server at ``admin`` (the ``postgres_admin`` fixture),
+    dropped afterwards; yields its SQLAlchemy URL."""
     import psycopg
+    from sqlalchemy.engine import make_url
 
     name = f"shaketune_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    with psycopg.connect(libpq_url(admin), autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(admin).set(drivername="postgresql+psycopg", database=name)
     try:
-        yield f"{base}/{name}"
+        yield url.render_as_string(hide_password=False)
     finally:
         from storage.engine import get_engine
 
         get_engine.cache_clear()  # engines of this process pointed at the database being dropped
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        with psycopg.connect(libpq_url(admin), autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def create_study(storage: str, study: str, sst2: Path, *extra: str) -> dict:

@@ -10,7 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 import typer
+import typer.core
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from operators.errors import ShaketuneError
@@ -29,11 +31,22 @@ def emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
             typer.echo(line)
 
 
+def literal(text: str) -> str:
+    """Help text shown as written: typer reads help as rich markup, where a range like ``[start:stop]``
+    is a tag and vanishes, so brackets are escaped (only where typer renders help with rich)."""
+    return escape(text) if getattr(typer.core, "DEFAULT_MARKUP_MODE", None) == "rich" else text
+
+
+def warn(message: str) -> None:
+    """A warning on stderr, shown as written (brackets in it are not markup)."""
+    stderr.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
+
+
 def fail(message: str, as_json: bool, code: int = 1) -> None:
     """Report an error without a stack trace and exit."""
     if as_json:
         sys.stdout.write(json.dumps({"error": message}) + "\n")
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -72,7 +85,7 @@ def wide_console() -> Console:
 def progress_bar() -> Progress:
     """A progress bar on stderr, so stdout stays clean for --json."""
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),  # study names may hold brackets
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

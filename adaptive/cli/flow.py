@@ -10,7 +10,7 @@ import torch
 import typer
 
 from adaptive.cli import options
-from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, stderr
+from adaptive.cli.common import JsonOption, emit, handle_errors, literal, progress_bar, warn
 from objectives.attacks.view import token_counts
 from objectives.data import DataError, label_ids
 from objectives.encoded import EncodedData, encode_token_ids, load_encoded, save_encoded
@@ -60,8 +60,10 @@ def keygen(
     public_text: str | None = typer.Option(
         None,
         "--public-text",
-        help="Public text (a file, optionally with rows, e.g. dev.tsv[1000:]) whose token frequencies "
-        "size each token's copies; needed by homophone settings.",
+        help=literal(
+            "Public text (a file, optionally with rows, e.g. dev.tsv[1000:]) whose token frequencies "
+            "size each token's copies; needed by homophone settings."
+        ),
     ),
     text_column: str = TextColumn,
     no_header: bool = NoHeader,
@@ -120,7 +122,9 @@ def shake(
     public: str | None = typer.Option(
         None,
         "--recovery-data",
-        help="Public text for recovery training (file or hf:DATASET[:CONFIG]:SPLIT, optional [a:b]).",
+        help=literal(
+            "Public text for recovery training (file or hf:DATASET[:CONFIG]:SPLIT, optional [a:b])."
+        ),
     ),
     recovery_steps: int = typer.Option(
         0, "--recovery-steps", min=0, help="Recovery-training steps (0: none)."
@@ -232,7 +236,7 @@ def recover(
     loaded = load_as_saved(str(model))
     warnings = recover_model(loaded, key)
     for warning in warnings:
-        stderr.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        warn(warning)
     tokenizer = _tokenizer_for(str(model))
     if tokenizer is not None:
         key.check_tokenizer(tokenizer)
@@ -283,7 +287,7 @@ def evaluate(
         raise KeyMismatchError(f"{model} is a shaken model; pass --key for private inference")
     if key is not None:
         for warning in key.check_shaken(classifier):
-            stderr.print(f"[yellow]warning:[/] {warning}", highlight=False)
+            warn(warning)
     tokenizer = _tokenizer_for(model)
     if tokenizer is None:
         tokenizer = load_tokenizer(tokenizer_name or DEFAULT_MODEL)

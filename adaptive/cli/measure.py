@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from adaptive.cli import options
-from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, stderr
+from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, warn
 from objectives.attacks.view import CloudView
 from objectives.encoded import load_encoded
 from objectives.leakage import attack_count, measure_view, public_knowledge
@@ -43,16 +43,15 @@ def attack(
     key = load_key(truth_key)
     shaken = load_as_saved(str(shaken_model))
     for warning in key.check_shaken(shaken):
-        stderr.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        warn(warning)
     upload = load_encoded(shaken_data)
     pretrained, tokenizer = load_as_saved(public_model), load_tokenizer(public_model)
     key.check_tokenizer(tokenizer)
     public_ids: list[list[int]] = []
     if public_text is None:
-        stderr.print(
-            "[yellow]warning:[/] no --public-text: attacks that need public text statistics are skipped, "
-            "so leakage may be underestimated",
-            highlight=False,
+        warn(
+            "no --public-text: attacks that need public text statistics are skipped, "
+            "so leakage may be underestimated"
         )
     else:
         texts = DataSource.parse(public_text).load_texts(text_column, not no_header)

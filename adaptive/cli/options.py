@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from adaptive.cli.common import literal
 from objectives.task import DataSource, TaskSpec
 from objectives.trial import Fidelity
 
@@ -15,7 +16,7 @@ SST2 = Path(os.environ.get("SHAKETUNE_SST2", "../shared/data/sst2"))
 Train = typer.Option(
     str(SST2 / "train.tsv"),
     "--train",
-    help="Private training data: a file or hf:DATASET[:CONFIG]:SPLIT, then optionally [start:stop].",
+    help=literal("Private training data: a file or hf:DATASET[:CONFIG]:SPLIT, then optionally [start:stop]."),
 )
 Eval = typer.Option(str(SST2 / "dev.tsv[0:1000]"), "--eval", help="Evaluation data for private inference.")
 Public = typer.Option(

@@ -6,11 +6,21 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from adaptive.budget import storage_options
 from adaptive.cli import options
-from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, stderr, wide_console
+from adaptive.cli.common import (
+    JsonOption,
+    emit,
+    handle_errors,
+    literal,
+    progress_bar,
+    stderr,
+    warn,
+    wide_console,
+)
 from adaptive.inputs import check_inputs
 from adaptive.runs import SearchTemplate
 from adaptive.samplers import DEFAULT_SAMPLER, SAMPLERS
@@ -38,7 +48,7 @@ from objectives.models import DEFAULT_MODEL
 from objectives.task import TaskSpec
 from objectives.trial import Fidelity, TrialSettings
 from operators.errors import SettingsError
-from storage.engine import optuna_storage, storage_url
+from storage.engine import optuna_storage, redacted, storage_url
 from storage.repository import Repository
 
 StorageOption = typer.Option(
@@ -98,7 +108,10 @@ def _percent_and_attack(value: float | None, attack: str | None) -> str:
 
 
 def _front_table(title: str, rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=title, caption=LEAKAGE_CAPTION)
+    table = Table(
+        title=escape(title),  # rich reads titles and cells as markup
+        caption=LEAKAGE_CAPTION,
+    )
     for column, right in FRONT_COLUMNS.items():
         table.add_column(column, justify="right" if right else "left")
     for row in rows:
@@ -108,11 +121,11 @@ def _front_table(title: str, rows: list[dict[str, Any]]) -> Table:
             str(row["trial"]),
             f"{row['accuracy']:.4f}",
             f"{gap:+.4f}" if gap is not None else "",
-            _percent_and_attack(row["leakage_bound"], row["strongest_bound_attack"]),
-            _percent_and_attack(row["leakage_attacks"], row["strongest_attack"]),
+            escape(_percent_and_attack(row["leakage_bound"], row["strongest_bound_attack"])),
+            escape(_percent_and_attack(row["leakage_attacks"], row["strongest_attack"])),
             f"{row['cost_gflops']:,.0f}",
-            settings.shaking.describe(),
-            settings.describe_budget(),
+            escape(settings.shaking.describe()),
+            escape(settings.describe_budget()),
         )
     return table
 
@@ -200,9 +213,11 @@ def optimize(
     train: str | None = typer.Option(
         None, "--train", help="Private training data (default SST-2 train.tsv)."
     ),
-    eval_: str | None = typer.Option(None, "--eval", help="Evaluation data (default SST-2 dev.tsv[0:1000])."),
+    eval_: str | None = typer.Option(
+        None, "--eval", help=literal("Evaluation data (default SST-2 dev.tsv[0:1000]).")
+    ),
     public: str | None = typer.Option(
-        None, "--public", help="Attacker's public text (default dev.tsv[1000:])."
+        None, "--public", help=literal("Attacker's public text (default dev.tsv[1000:]).")
     ),
     text_column: str | None = typer.Option(
         None, "--text-column", help="Text column: a name, or a position (0 is the first)."
@@ -330,7 +345,9 @@ def optimize(
     if warm_start_study:
         source_storage = optuna_storage(warm_start_storage) if warm_start_storage else backend
         enqueued = warm_start(study, load_study(warm_start_study, source_storage), config.space)
-        stderr.print(f"warm start: enqueued {enqueued} settings from {warm_start_study}", highlight=False)
+        stderr.print(
+            f"warm start: enqueued {enqueued} settings from {warm_start_study}", highlight=False, markup=False
+        )
     runner = runner_for(config, StoredReferences(repository))
     before = len(study.trials)
     with progress_bar() as bar:
@@ -364,7 +381,7 @@ def optimize(
     rows = _front_rows(front)
     result = {
         "study": study_name,
-        "storage": url,
+        "storage": redacted(url),
         "target": config.target,
         "trials": len(all_trials),
         "trials_this_run": len(all_trials) - before,
@@ -597,12 +614,12 @@ def dashboard(
 
     url = storage_url(storage)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        stderr.print(
-            f"[yellow]warning:[/] binding {host}: optuna-dashboard has no authentication; put it behind a "
-            "reverse proxy with authentication",
-            highlight=False,
+        warn(
+            f"binding {host}: optuna-dashboard has no authentication; put it behind a reverse proxy with "
+            "authentication"
         )
-    stderr.print(f"dashboard on http://{host}:{port} for {url} (Ctrl-C to stop)", highlight=False)
+    shown = f"dashboard on http://{host}:{port} for {redacted(url)} (Ctrl-C to stop)"
+    stderr.print(shown, highlight=False, markup=False)
     run_server(optuna_storage(url), host=host, port=port)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, stderr
+from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, stderr, warn
 from adaptive.cli.search import StorageOption
 from adaptive.runs import execute_run, queue_run, raise_on_sigterm
 from adaptive.scheduler import add_schedule, list_schedules, make_scheduler, remove_schedule
@@ -47,13 +47,12 @@ def serve(
     settings = ServiceSettings(url, read_token(token_file), resolve_data_roots(data_roots))
     Repository(url)  # an unreachable database is a clear error here, not a server traceback
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
-        stderr.print(
-            f"[yellow]warning:[/] binding {host} without a token: anyone who reaches it can use the API; "
-            "give --token-file or put it behind a reverse proxy that authenticates",
-            highlight=False,
+        warn(
+            f"binding {host} without a token: anyone who reaches it can use the API; "
+            "give --token-file or put it behind a reverse proxy that authenticates"
         )
     roots = ", ".join(map(str, settings.data_roots))
-    stderr.print(f"targets may read data and models under: {roots}", highlight=False)
+    stderr.print(f"targets may read data and models under: {roots}", highlight=False, markup=False)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 
