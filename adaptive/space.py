@@ -35,9 +35,9 @@ INTENSITY_RANGES = {
     "tilt": (0.1, 1.5),
     "inflate": (0.05, 2.0),
     "addv": (0.1, 4.0),
-    "dx-fixp": (0.1, 4.0),
-    "gaussian": (0.1, 4.0),
-    "laplace": (0.1, 4.0),
+    "dx-fixp": (0.1, 8.0),  # noise: the informed-adversary bound only falls well above 4x the scale
+    "gaussian": (0.1, 8.0),
+    "laplace": (0.1, 8.0),
 }
 DIMENSION_RANGE = (0.05, 1.0)
 COPY_NOISE_RANGE = (0.0, 4.0)

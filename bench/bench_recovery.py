@@ -1,10 +1,10 @@
 """Benchmark: recovery training on public text before private tuning, on SST-2 with the default model.
 
-For three vertical settings (the presets light, medium, strong) and one key each: accuracy on SST-2 test
+For three vertical settings (the presets light, medium, tilt-inflate-noise) and one key each: accuracy on SST-2 test
 after private tuning (default fidelity: 2,000 private sentences, 150 steps of batch 16) with 0, N and 4N
 recovery-training steps on public text (dev.tsv, disjoint from train and test), the gap to plaintext
 tuning at the same budget, leakage (the maximum over the model before recovery training and after it)
-and cost. Target: recovery training halves the accuracy gap at medium and strong noise without raising
+and cost. Target: recovery training halves the accuracy gap at medium and tilt-inflate-noise without raising
 leakage by more than 2 points; the verdict is printed either way.
 
     .venv/bin/python bench/bench_recovery.py [--sst2 ../shared/data/sst2] [--steps 150] [--part all]
@@ -27,8 +27,8 @@ from objectives.trial import Fidelity, TrialResult, TrialRunner, TrialSettings  
 from objectives.tuning import TuningBudget  # noqa: E402
 from operators.settings import preset  # noqa: E402
 
-SETTINGS = ("light", "medium", "strong")
-JUDGED = ("medium", "strong")
+SETTINGS = ("light", "medium", "tilt-inflate-noise")
+JUDGED = ("medium", "tilt-inflate-noise")
 MAX_LEAKAGE_RISE = 0.02
 
 
@@ -50,7 +50,7 @@ def row(name: str, steps: int, result: TrialResult, baseline: TrialResult) -> st
         else ""
     )
     return (
-        f"   {name:8s} {steps:6d} {result.accuracy:6.3f} {gap:+6.3f} {ratio} {result.leakage_attacks:6.3f} "
+        f"   {name:18s} {steps:6d} {result.accuracy:6.3f} {gap:+6.3f} {ratio} {result.leakage_attacks:6.3f} "
         f"{result.leakage_attacks - baseline.leakage_attacks:+6.3f} {after} {bound:6.3f} "
         f"{bound - base_bound:+6.3f} {result.strongest_attack:28s} "
         f"{result.cost_gflops:7.0f} {recovery_gflop:7.0f} {loss}"
@@ -82,7 +82,7 @@ def main() -> None:
     print(f"plaintext accuracy at this budget: {plaintext:.3f}\n")
     columns = ("setting", "steps", "acc", "gap", "gap/0", "suite", "dsuite", "after", "bound", "dbound")
     print(
-        f"   {columns[0]:8s} {columns[1]:>6s} "
+        f"   {columns[0]:18s} {columns[1]:>6s} "
         + " ".join(f"{c:>6s}" for c in columns[2:])
         + f" {'strongest attack':28s} {'GFLOP':>7s} {'recov.':>7s} held-out LM loss"
     )

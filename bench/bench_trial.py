@@ -44,7 +44,7 @@ SETTINGS = {
     "gaussian 0.5": chain(("gaussian", 0.5, 1.0)),
     "medium (tilt 1@0.5, gaussian 1)": preset("medium"),
     "tilt 1.5, gaussian 1.5": chain(("tilt", 1.5, 1.0), ("gaussian", 1.5, 1.0)),
-    "strong (tilt 1.5, inflate 0.5, gaussian 2)": preset("strong"),
+    "tilt-inflate-noise (tilt 1.5, inflate 0.5, gaussian 2)": preset("tilt-inflate-noise"),
 }
 
 
@@ -55,7 +55,7 @@ def attack_timing(sst2: Path) -> None:
         model, tokenize(tokenizer, read_texts(sst2 / "dev.tsv"), 64), tokenizer.all_special_ids
     )
     print(f"1. attack suite, {len(private)} private sentences ({sum(map(len, private)):,} tokens)")
-    for name in ("medium (tilt 1@0.5, gaussian 1)", "strong (tilt 1.5, inflate 0.5, gaussian 2)"):
+    for name in ("medium (tilt 1@0.5, gaussian 1)", "tilt-inflate-noise (tilt 1.5, inflate 0.5, gaussian 2)"):
         key = generate_key(SETTINGS[name], model, tokenizer, DEFAULT_MODEL, seed=bytes(32))
         shaken = shake_model(copy.deepcopy(model), key)
         leakage = measure_leakage(shaken, encode_token_ids(key, private), public, key)

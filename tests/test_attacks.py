@@ -66,7 +66,9 @@ def test_frequency_analysis_ignores_vertical_operators(attack_setup):
     vertical chain does (here ~18% of 1,000 sentences, against a prior from another split). The same
     seed gives the same permutation, so even ties in the counts break the same way."""
     plain = leak(attack_setup, preset("horizontal-only"), [FrequencyAttack()]).scores["frequency"].recovery
-    strong = leak(attack_setup, preset("strong"), [FrequencyAttack()]).scores["frequency"].recovery
+    strong = (
+        leak(attack_setup, preset("tilt-inflate-noise"), [FrequencyAttack()]).scores["frequency"].recovery
+    )
     assert plain == pytest.approx(strong, abs=1e-12)
     assert 0.1 < plain < 0.4
 

@@ -78,7 +78,7 @@ def tune_a_little(model, ids, steps=3):
 @torch.no_grad()
 def test_recovery_is_exact_after_tuning(fixture, request, tiny_tokenizer):
     model = request.getfixturevalue(fixture)
-    key, shaken = shaken_pair(model, tiny_tokenizer, "strong")
+    key, shaken = shaken_pair(model, tiny_tokenizer, "tilt-inflate-noise")
     ids = random_batch(tiny_tokenizer, seed=1)
     with torch.enable_grad():
         tuned = tune_a_little(shaken, key.permutation.encode(ids))
@@ -108,9 +108,9 @@ def test_model_without_input_embedding_is_refused():
 
 
 def test_same_key_same_shaken_model(tiny_mlm, tiny_tokenizer):
-    _, a = shaken_pair(tiny_mlm, tiny_tokenizer, "strong")
-    _, b = shaken_pair(tiny_mlm, tiny_tokenizer, "strong")
-    _, c = shaken_pair(tiny_mlm, tiny_tokenizer, "strong", seed=b"\x06" * 32)
+    _, a = shaken_pair(tiny_mlm, tiny_tokenizer, "tilt-inflate-noise")
+    _, b = shaken_pair(tiny_mlm, tiny_tokenizer, "tilt-inflate-noise")
+    _, c = shaken_pair(tiny_mlm, tiny_tokenizer, "tilt-inflate-noise", seed=b"\x06" * 32)
     wa, wb, wc = (m.get_input_embeddings().weight for m in (a, b, c))
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
 

@@ -64,3 +64,9 @@ def test_presets_include_horizontal_only_and_are_valid():
         assert ShakeSettings.from_json(settings.to_json()) == settings, name
     with pytest.raises(SettingsError, match="unknown preset 'nope'"):
         preset("nope")
+
+
+@pytest.mark.parametrize("old", ["strong", "flattened", "dx-privacy"])
+def test_presets_named_for_a_privacy_the_bound_does_not_support_are_refused_with_their_new_name(old):
+    with pytest.raises(SettingsError, match="was renamed .*leakage bound"):
+        preset(old)

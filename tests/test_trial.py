@@ -118,7 +118,7 @@ def test_hub_sources_fail_clearly_offline():
 
 
 def test_trial_settings_file_round_trip(tmp_path):
-    settings = TrialSettings(preset("strong"), TuningBudget(steps=40, mode="embeddings+head"))
+    settings = TrialSettings(preset("tilt-inflate-noise"), TuningBudget(steps=40, mode="embeddings+head"))
     path = settings.save(tmp_path / "s.json")
     assert TrialSettings.load(path) == settings
     data = json.loads(path.read_text())
