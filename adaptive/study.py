@@ -17,6 +17,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -360,6 +361,32 @@ def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
 
 def trial_settings(trial: FrozenTrial) -> TrialSettings:
     return TrialSettings.from_dict(trial.user_attrs["settings"])
+
+
+def enqueue_settings(
+    study: optuna.Study, settings: list[TrialSettings], space: SearchSpace, source: str
+) -> int:
+    """Enqueue known settings (moved into ``space`` where they lie outside it) to be measured first."""
+    for index, item in enumerate(settings):
+        study.enqueue_trial(
+            space.params_of(item), user_attrs={"enqueued": f"{source}#{index}"}, skip_if_exists=True
+        )
+    return len(settings)
+
+
+def load_settings_list(path: str) -> list[TrialSettings]:
+    """A JSON file holding one settings object or a list of them (the form ``select`` writes)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"settings file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SettingsError(f"cannot read settings file {path}: {exc.__class__.__name__}") from None
+    items = data if isinstance(data, list) else [data]
+    try:
+        return [TrialSettings.from_dict(item) for item in items]
+    except SettingsError as exc:
+        raise SettingsError(f"{path}: {exc}") from None
 
 
 def warm_start(study: optuna.Study, source: optuna.Study, space: SearchSpace) -> int:

@@ -1,11 +1,11 @@
 """Benchmark: recovery training on public text before private tuning, on SST-2 with the default model.
 
-For three vertical settings (the presets light, medium, tilt-inflate-noise) and one key each: accuracy on SST-2 test
-after private tuning (default fidelity: 2,000 private sentences, 150 steps of batch 16) with 0, N and 4N
-recovery-training steps on public text (dev.tsv, disjoint from train and test), the gap to plaintext
-tuning at the same budget, leakage (the maximum over the model before recovery training and after it)
-and cost. Target: recovery training halves the accuracy gap at medium and tilt-inflate-noise without raising
-leakage by more than 2 points; the verdict is printed either way.
+For three vertical settings (the presets light, medium, tilt-inflate-noise) and one key each: accuracy on
+SST-2 test after private tuning (default fidelity: 2,000 private sentences, 150 steps of batch 16) with
+0, N and 4N recovery-training steps on public text (dev.tsv, disjoint from train and test), the gap to
+plaintext tuning at the same budget, leakage (the maximum over the model before recovery training and
+after it) and cost. Target: recovery training halves the accuracy gap at medium and tilt-inflate-noise
+without raising leakage by more than 2 points; the verdict is printed either way.
 
     .venv/bin/python bench/bench_recovery.py [--sst2 ../shared/data/sst2] [--steps 150] [--part all]
 """

@@ -101,6 +101,16 @@ def test_warm_start_enqueues_the_earlier_front(sst2, storage, first_study):
     assert sources == sorted(f"first#{t.number}" for t in front)
 
 
+def test_known_settings_are_enqueued_first(sst2, storage, tmp_path):
+    known = TrialSettings(preset("light"), TuningBudget(steps=2, batch_size=8, learning_rate=1e-4))
+    (tmp_path / "known.json").write_text(json.dumps([known.to_dict()]))
+    tiny(sst2, storage, "enqueued", "--trials", "1", "--enqueue", str(tmp_path / "known.json"))
+    trial = optuna.load_study(study_name="enqueued", storage=optuna_storage(storage)).trials[0]
+    assert trial.user_attrs["enqueued"] == "known.json#0"
+    measured = TrialSettings.from_dict(trial.user_attrs["settings"])
+    assert measured.shaking == known.shaking and measured.tuning.steps == 2
+
+
 def test_studies_report_and_selection_history(storage, first_study, tmp_path):
     listing = {s["study"]: s for s in run("studies", "--storage", storage)["studies"]}
     assert listing["first"]["trials"] >= 4 and listing["first"]["front_size"] >= 1

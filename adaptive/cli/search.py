@@ -32,9 +32,11 @@ from adaptive.study import (
     StoredReferences,
     StudyConfig,
     StudyError,
+    enqueue_settings,
     feasible_front,
     is_measured,
     leakage_figures,
+    load_settings_list,
     load_study,
     objective,
     objectives_of,
@@ -280,6 +282,11 @@ def optimize(
     target: str | None = typer.Option(
         None, "--target", help="Target the study chooses settings for (default: study name)."
     ),
+    enqueue: Path | None = typer.Option(
+        None,
+        "--enqueue",
+        help="A JSON file of settings (one object or a list, as select writes them) to measure first.",
+    ),
     warm_start_study: str | None = typer.Option(
         None, "--warm-start", help="Enqueue this study's feasible front first."
     ),
@@ -342,9 +349,12 @@ def optimize(
     if not record.search:  # a target from an older database: give it this study's way of searching
         repository.update_target(config.target, search=template)
     enqueued = 0
+    if enqueue is not None:
+        enqueued += enqueue_settings(study, load_settings_list(str(enqueue)), config.space, enqueue.name)
+        stderr.print(f"enqueued {enqueued} settings from {enqueue}", highlight=False, markup=False)
     if warm_start_study:
         source_storage = optuna_storage(warm_start_storage) if warm_start_storage else backend
-        enqueued = warm_start(study, load_study(warm_start_study, source_storage), config.space)
+        enqueued += warm_start(study, load_study(warm_start_study, source_storage), config.space)
         stderr.print(
             f"warm start: enqueued {enqueued} settings from {warm_start_study}", highlight=False, markup=False
         )
