@@ -206,7 +206,7 @@ def optimize(
         None, "--timeout", min=1, help="Stop starting trials after this many seconds."
     ),
     sampler: str = typer.Option(
-        DEFAULT_SAMPLER, "--sampler", help=f"One of {', '.join(SAMPLERS)} (see README)."
+        DEFAULT_SAMPLER, "--sampler", help=f"One of {', '.join(SAMPLERS)} (see docs/search.md)."
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seeds the sampler and the trial keys (default 0)."),
     model: str | None = typer.Option(
@@ -492,7 +492,7 @@ def select(
     study_name: str = StudyOption,
     storage: str | None = StorageOption,
     policy: str = typer.Option(
-        DEFAULT_POLICY, "--policy", help=f"One of {', '.join(POLICIES)} (see README)."
+        DEFAULT_POLICY, "--policy", help=f"One of {', '.join(POLICIES)} (see docs/search.md)."
     ),
     max_leakage: float | None = MaxLeakage,
     min_accuracy: float | None = MinAccuracy,
@@ -616,7 +616,9 @@ def report(
 
 def dashboard(
     storage: str | None = StorageOption,
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (keep it local; see README)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Interface to bind (keep it local; see docs/service.md)."
+    ),
     port: int = typer.Option(8080, "--port", min=1, max=65535),
 ) -> None:
     """Serve optuna-dashboard on the same storage (blocks until interrupted)."""

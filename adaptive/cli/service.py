@@ -26,7 +26,9 @@ schedule_app = typer.Typer(help="Re-optimisation schedules (kept in the database
 
 def serve(
     storage: str | None = StorageOption,
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; see README before exposing it."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Interface to bind; see docs/service.md before exposing it."
+    ),
     port: int = typer.Option(8600, "--port", min=1, max=65535),
     token_file: Path | None = typer.Option(
         None, "--token-file", help=f"Require this bearer token (else ${TOKEN_ENV}, if set)."
