@@ -199,7 +199,9 @@ def encode(
         ...,
         "--data",
         "-d",
-        help="csv/tsv/json/jsonl/parquet with text and labels, optionally with a row range: FILE[a:b].",
+        help=literal(
+            "csv/tsv/json/jsonl/parquet with text and labels, optionally with a row range: FILE[a:b]."
+        ),
     ),
     out: Path = typer.Option(..., "--out", "-o", help="JSON-lines file of shaken ids and labels."),
     model: str = ModelOption,
@@ -262,7 +264,7 @@ def _tokenizer_for(model_dir: str) -> Any | None:
 def evaluate(
     model: str = typer.Option(..., "--model", "-m", help="Fine-tuned classifier directory."),
     data: str = typer.Option(
-        ..., "--data", "-d", help="Labelled text file, optionally with a row range: FILE[a:b]."
+        ..., "--data", "-d", help=literal("Labelled text file, optionally with a row range: FILE[a:b].")
     ),
     key_path: Path | None = typer.Option(
         None, "--key", "-k", help="Run private inference: encode with this key, run the shaken model."
