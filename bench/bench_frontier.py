@@ -56,18 +56,16 @@ def row(
 ROWS = [
     row("tilt 1.5 + gaussian 1.5 (1:1)", [("tilt", 1.5), ("gaussian", 1.5)]),
     row("gaussian 4, recovery 600", [("gaussian", 4.0)], recovery=600),
-    row("gaussian 6, recovery 600", [("gaussian", 6.0)], recovery=600),
     row("flat 0.002/1 + gaussian 4, recovery 600", [("gaussian", 4.0)], 0.002, 1.0, 600),
     row("flat 0.002/1 + gaussian 6, recovery 600", [("gaussian", 6.0)], 0.002, 1.0, 600),
     row("flat 0.001/1 + gaussian 6, recovery 600", [("gaussian", 6.0)], 0.001, 1.0, 600),
-    row("laplace 4, recovery 600", [("laplace", 4.0)], recovery=600),
-    row("dx-fixp 4, recovery 600", [("dx-fixp", 4.0)], recovery=600),
-    row("gaussian 2, recovery 600", [("gaussian", 2.0)], recovery=600),
     row("flat 0.002/1 + gaussian 6, no recovery", [("gaussian", 6.0)], 0.002, 1.0),
-    row("gaussian 6, no recovery", [("gaussian", 6.0)]),
-    row("flat 0.0005/1 + gaussian 6, recovery 600", [("gaussian", 6.0)], 0.0005, 1.0, 600),
-    row("flat 0.002/1 + gaussian 6, recovery 1200", [("gaussian", 6.0)], 0.002, 1.0, 1200),
-    row("flat 0.002/0 + gaussian 3, recovery 600", [("gaussian", 3.0)], 0.002, 0.0, 600),
+    row("gaussian 6 (1:1), no recovery", [("gaussian", 6.0)]),
+    row("flat 0.002/1 + laplace 6, no recovery", [("laplace", 6.0)], 0.002, 1.0),
+    row("flat 0.002/1 + dx-fixp 6, no recovery", [("dx-fixp", 6.0)], 0.002, 1.0),
+    row("flat 0.002/1 + gaussian 2, recovery 600", [("gaussian", 2.0)], 0.002, 1.0, 600),
+    row("flat 0.0005/1 + gaussian 6, no recovery", [("gaussian", 6.0)], 0.0005, 1.0),
+    row("flat 0.001/0 + gaussian 8, no recovery", [("gaussian", 8.0)], 0.001, 0.0),
 ]
 
 

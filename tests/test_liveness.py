@@ -29,7 +29,8 @@ def storage(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'live.db'}"
         return
-    with postgres_database() as url:  # trust authentication ignores the password, but it is in the URL
+    # trust authentication ignores the password, but it is in the URL
+    with postgres_database(request.getfixturevalue("postgres_admin")) as url:
         yield url.replace("postgresql+psycopg://postgres@", f"postgresql+psycopg://postgres:{PASSWORD}@")
 
 

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from adaptive.cli import app
+from adaptive.study import DEFAULT_MAX_LEAKAGE
 from tests.cli import remember_seed, run, runner
 from tests.service import SST2, Service, tiny_target
 
@@ -38,11 +39,23 @@ def test_round_trip_register_study_select(service, finished_study, tmp_path):
     body = selection.json()
     assert body["study"] == finished_study["study"] and body["decision"] == "selected"
     assert body["reason"].startswith("first selection")
+    assert "NO LEAKAGE CAP" in body["reason"]  # the tiny target opted out of the default cap
+    assert body["leakage_measure"] == "bound" and body["leakage"] == body["leakage_bound"]
+    assert body["leakage_bound"] >= body["leakage_attacks"] and body["strongest_bound_attack"]
+    assert body["leakage_summary"].startswith("bound ")
     assert "seed" not in json.dumps(body)  # settings only: no key material is ever served
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps(body["settings"]))
     run("keygen", "--settings", str(settings), "--out", str(tmp_path / "owner.key"))  # a client makes its key
     remember_seed(tmp_path / "owner.key")
+
+
+def test_a_target_without_caps_gets_the_default_leakage_cap(service, sst2):
+    body = tiny_target("capped-by-default", SST2)
+    del body["caps"]
+    created = service.client.post("/targets", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["caps"]["max_leakage"] == DEFAULT_MAX_LEAKAGE
 
 
 def test_reoptimise_warm_starts_and_records_its_decision(service, finished_study):
