@@ -51,7 +51,7 @@ class SearchSpace:
     operators: tuple[str, ...] = CHAIN_ORDER
     steps: tuple[int, ...] = (50, 100, 150, 300)
     learning_rates: tuple[float, ...] = (3e-5, 1e-4)
-    modes: tuple[str, ...] = TUNING_MODES
+    modes: tuple[str, ...] = ("full", "embeddings+head")
     batch_size: int = 16
     recovery_steps: tuple[int, ...] = (0, 200)
     recovery_parts: tuple[str, ...] = ("all", "embeddings")

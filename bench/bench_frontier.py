@@ -19,7 +19,7 @@ import argparse
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -45,12 +45,21 @@ class Row:
 
 
 def row(
-    label: str, ops: list[tuple[str, float]], share: float = 1.0, copy_noise: float = 0.0, recovery: int = 0
-):
+    label: str,
+    ops: list[tuple[str, float]],
+    share: float = 1.0,
+    copy_noise: float = 0.0,
+    recovery: int = 0,
+    frozen_rows: bool = False,
+) -> Row:
+    """One setting; ``frozen_rows``: recovery training and tuning train everything but the input
+    embedding (part and mode ``body``), so every stage the cloud sees holds the rows as uploaded."""
     chain = tuple(OperatorSettings(op, intensity, 1.0) for op, intensity in ops)
     homophones = HomophoneSettings(share, copy_noise) if share < 1.0 else HomophoneSettings()
-    budget = RecoveryBudget(recovery) if recovery else RecoveryBudget()
-    return Row(label, TrialSettings(ShakeSettings(1.0, chain, homophones), BUDGET, budget))
+    part = "body" if frozen_rows else "all"
+    budget = RecoveryBudget(recovery, part=part) if recovery else RecoveryBudget()
+    tuning = replace(BUDGET, mode="body") if frozen_rows else BUDGET
+    return Row(label, TrialSettings(ShakeSettings(1.0, chain, homophones), tuning, budget))
 
 
 ROWS = [
@@ -66,6 +75,9 @@ ROWS = [
     row("flat 0.002/1 + gaussian 2, recovery 600", [("gaussian", 2.0)], 0.002, 1.0, 600),
     row("flat 0.0005/1 + gaussian 6, no recovery", [("gaussian", 6.0)], 0.0005, 1.0),
     row("flat 0.001/0 + gaussian 8, no recovery", [("gaussian", 8.0)], 0.001, 0.0),
+    row("gaussian 6, recovery 600, rows frozen", [("gaussian", 6.0)], recovery=600, frozen_rows=True),
+    row("flat 0.002/1 + gaussian 6, rec. 600, frozen", [("gaussian", 6.0)], 0.002, 1.0, 600, True),
+    row("gaussian 6 (1:1), rows frozen in tuning", [("gaussian", 6.0)], frozen_rows=True),
 ]
 
 

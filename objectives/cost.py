@@ -18,7 +18,7 @@ from pathlib import Path
 
 from torch import nn
 
-TRAIN_MULTIPLIER = {"full": 3.0, "embeddings+head": 2.0}
+TRAIN_MULTIPLIER = {"full": 3.0, "embeddings+head": 2.0, "body": 3.0}
 NOISE_FLOPS_PER_ENTRY = 20.0  # keystream bytes, Box-Muller/inverse-CDF transform and the addition
 ADAM_FLOPS_PER_PARAMETER = 12.0  # moments, bias correction, square root, division, update
 TRAINED_BYTES_PER_PARAMETER = 16  # float32 weight, gradient and Adam's two moments

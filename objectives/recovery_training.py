@@ -22,12 +22,20 @@ from objectives.data import DataError
 from objectives.encoded import encode_token_ids
 from objectives.models import pretrained_body, pretrained_language_model
 from objectives.tokens import pad_batch
-from objectives.tuning import batch_plan, budget_from_dict, check_step_budget
+from objectives.tuning import (
+    adamw,
+    batch_plan,
+    budget_from_dict,
+    check_step_budget,
+    without_input_embedding,
+)
 from operators.errors import SettingsError, UnsupportedModelError
 from operators.implant import shake_model
 from operators.key import ShakeKey
 
-RECOVERY_PARTS = ("embeddings", "embeddings+first-layers", "all")
+# "body": every weight but the input embedding, so the uploaded rows stay exactly as shaken (the body
+# learns to read them; the rows are not denoised towards the plaintext rows an attacker could match)
+RECOVERY_PARTS = ("embeddings", "embeddings+first-layers", "all", "body")
 RECOVERY_OBJECTIVES = ("lm", "distill")  # the model's pretraining objective, or matching the plaintext body
 FIRST_LAYERS = 2  # how many of the bottom transformer layers "embeddings+first-layers" trains
 IGNORE = -100  # label of positions the loss skips
@@ -133,6 +141,8 @@ def trainable_parameters(model: nn.Module, part: str) -> list[nn.Parameter]:
     """The weights ``part`` trains, plus the language-model head (everything outside the base model)."""
     if part == "all":
         return list(model.parameters())
+    if part == "body":
+        return without_input_embedding(model)
     body = {id(p) for p in model.base_model.parameters()}
     chosen = [model.get_input_embeddings().weight]
     chosen += [p for p in model.parameters() if id(p) not in body]  # the LM head (tied weights dedupe)
@@ -241,7 +251,7 @@ def recovery_train(
     keep = {id(p) for p in parameters}
     for parameter in model.parameters():
         parameter.requires_grad_(id(parameter) in keep)
-    optimiser = torch.optim.AdamW(parameters, lr=budget.learning_rate)
+    optimiser = adamw(parameters, budget.learning_rate)
     started, tokens = time.perf_counter(), 0
     model.train()
     for rows in plan:

@@ -17,7 +17,8 @@ from torch import nn
 from objectives.tokens import pad_batch
 from operators.errors import SettingsError
 
-TUNING_MODES = ("full", "embeddings+head")
+# "body": every weight but the input embedding; the shaken rows the cloud holds stay as uploaded
+TUNING_MODES = ("full", "embeddings+head", "body")
 
 
 def check_step_budget(
@@ -80,10 +81,19 @@ class TuningRun:
 HEAD_PREFIXES = ("classifier", "score", "pre_classifier")
 
 
+def without_input_embedding(model: nn.Module) -> list[nn.Parameter]:
+    """Every weight of ``model`` except its input embedding (a tied output layer stays frozen with it)."""
+    embedding = model.get_input_embeddings().weight
+    return [p for p in model.parameters() if p is not embedding]
+
+
 def _trainable(model: nn.Module, mode: str) -> list[nn.Parameter]:
-    """``full``: every weight; ``embeddings+head``: the input embedding, the pooler and the classifier."""
+    """``full``: every weight; ``embeddings+head``: the input embedding, the pooler and the classifier;
+    ``body``: every weight but the input embedding."""
     if mode == "full":
         chosen = list(model.parameters())
+    elif mode == "body":
+        chosen = without_input_embedding(model)
     else:
         embedding = model.get_input_embeddings().weight
         head = [
@@ -96,6 +106,16 @@ def _trainable(model: nn.Module, mode: str) -> list[nn.Parameter]:
     for parameter in model.parameters():
         parameter.requires_grad_(id(parameter) in keep)
     return chosen
+
+
+def adamw(parameters: Sequence[nn.Parameter], learning_rate: float) -> torch.optim.Optimizer:
+    """AdamW with the fused kernel where the device has one (about 4x faster on CPU for the large
+    embedding matrix); the same update rule, element by element, so permuted rows stay permuted."""
+    parameters = list(parameters)
+    try:
+        return torch.optim.AdamW(parameters, lr=learning_rate, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(parameters, lr=learning_rate)
 
 
 class StepBudget(Protocol):
@@ -129,7 +149,7 @@ def fine_tune(
     """Train ``model`` in place on the batches of :func:`batch_plan`."""
     plan = batch_plan(len(token_ids), budget, seed)
     torch.manual_seed(seed)  # dropout
-    optimiser = torch.optim.AdamW(_trainable(model, budget.mode), lr=budget.learning_rate)
+    optimiser = adamw(_trainable(model, budget.mode), budget.learning_rate)
     model.train()
     started, tokens, loss_value = time.perf_counter(), 0, float("nan")
     for rows in plan:

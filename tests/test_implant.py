@@ -129,3 +129,19 @@ def test_horizontal_only_private_tuning_equals_plaintext_tuning(tiny_classifier,
     test_ids = random_batch(tiny_tokenizer, seed=5)
     with torch.no_grad():
         assert torch.equal(private_logits(shaken, key, test_ids), plain(input_ids=test_ids).logits)
+
+
+def test_body_tuning_leaves_the_uploaded_rows_as_they_are(tiny_classifier, tiny_tokenizer):
+    """Tuning mode ``body`` trains everything but the input embedding: the cloud's rows stay as uploaded."""
+    from objectives.tuning import TuningBudget, fine_tune
+
+    _, shaken = shaken_pair(tiny_classifier, tiny_tokenizer, "tilt-inflate-noise")
+    uploaded = shaken.get_input_embeddings().weight.detach().clone()
+    layer = copy.deepcopy(shaken.bert.encoder.layer[0].state_dict())
+    ids = random_batch(tiny_tokenizer, rows=16, seed=4).tolist()
+    fine_tune(shaken, ids, [i % 2 for i in range(16)], TuningBudget(3, 8, 1e-3, "body"), pad_id=0, seed=7)
+    assert torch.equal(shaken.get_input_embeddings().weight, uploaded)
+    assert not torch.equal(
+        shaken.bert.encoder.layer[0].state_dict()["attention.self.query.weight"],
+        layer["attention.self.query.weight"],
+    )

@@ -101,6 +101,8 @@ def test_parts_choose_the_weights_that_train(tiny_mlm):
     layer0 = {id(p) for p in tiny_mlm.bert.encoder.layer[0].parameters()}
     assert first > embeddings_only and first >= layer0
     assert first_layers(tiny_mlm, 2) == list(tiny_mlm.bert.encoder.layer[:2])
+    body = {id(p) for p in trainable_parameters(tiny_mlm, "body")}
+    assert body == everything - {id(embedding)}  # the uploaded rows stay exactly as shaken
 
 
 @pytest.mark.parametrize("fixture", ["tiny_mlm", "tiny_causal_lm"])

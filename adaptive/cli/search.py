@@ -239,7 +239,9 @@ def optimize(
         None, "--steps", help="Tuning steps to choose from, e.g. 50,100,150,300."
     ),
     learning_rates: str | None = typer.Option(None, "--learning-rates", help="e.g. 3e-5,1e-4."),
-    modes: str | None = typer.Option(None, "--modes", help="Tuning modes: full,embeddings+head."),
+    modes: str | None = typer.Option(
+        None, "--modes", help="Tuning modes: full,embeddings+head,body (default full,embeddings+head)."
+    ),
     batch_size: int | None = typer.Option(
         None, "--batch-size", min=1, help="Tuning batch size (default 16)."
     ),
@@ -256,7 +258,7 @@ def optimize(
     recovery_parts: str | None = typer.Option(
         None,
         "--recovery-parts",
-        help="What recovery training trains: all,embeddings,embeddings+first-layers.",
+        help="What recovery training trains: all,embeddings,embeddings+first-layers,body.",
     ),
     max_shares: str | None = typer.Option(
         None,

@@ -71,13 +71,13 @@ class SpaceIn(Strict):
     )
     steps: list[Steps] = Field([50, 100, 150, 300], min_length=1, max_length=MAX_LIST)
     learning_rates: list[LearningRate] = Field([3e-5, 1e-4], min_length=1, max_length=MAX_LIST)
-    modes: list[Literal["full", "embeddings+head"]] = Field(
-        ["full", "embeddings+head"], min_length=1, max_length=2
+    modes: list[Literal["full", "embeddings+head", "body"]] = Field(
+        ["full", "embeddings+head"], min_length=1, max_length=3
     )
     batch_size: int = Field(16, ge=1, le=1024)
     recovery_steps: list[RecoverySteps] = Field([0, 200], min_length=1, max_length=MAX_LIST)
-    recovery_parts: list[Literal["all", "embeddings", "embeddings+first-layers"]] = Field(
-        ["all", "embeddings"], min_length=1, max_length=3
+    recovery_parts: list[Literal["all", "embeddings", "embeddings+first-layers", "body"]] = Field(
+        ["all", "embeddings"], min_length=1, max_length=4
     )
     recovery_objective: Literal["distill", "lm"] = "distill"
     max_shares: list[MaxShare] = Field([1.0, 0.005, 0.002], min_length=1, max_length=MAX_LIST)
