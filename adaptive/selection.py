@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from optuna.trial import FrozenTrial
 
 from adaptive.study import Caps, LeakageFigures, leakage_figures, objectives_of, trial_settings
-from objectives.trial import TrialSettings
+from objectives.trial import TrialSettings, baseline_note
 from operators.errors import SettingsError
 from storage.repository import SelectionRecord
 
@@ -35,12 +35,20 @@ class Candidate:
     cost_gflops: float
     leakage: float  # the figure the study optimised (see ``figures.measure``)
     figures: LeakageFigures | None = None
+    baseline_accuracy: float | None = None  # always answering the most common label (None: not stored)
 
     @classmethod
     def of(cls, study_name: str, trial: FrozenTrial) -> Candidate:
         accuracy, cost, leakage = objectives_of(trial)
         figures = leakage_figures(trial)
-        return cls(study_name, trial.number, trial_settings(trial), accuracy, cost, leakage, figures)
+        baseline = trial.user_attrs.get("baseline_accuracy")
+        return cls(
+            study_name, trial.number, trial_settings(trial), accuracy, cost, leakage, figures, baseline
+        )
+
+    def describe_accuracy(self) -> str:
+        """The accuracy, with a loud note where it is no better than the most common label."""
+        return f"accuracy {self.accuracy:.4f}{baseline_note(self.accuracy, self.baseline_accuracy)}"
 
     @classmethod
     def of_record(cls, record: SelectionRecord) -> Candidate:

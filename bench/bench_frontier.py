@@ -78,6 +78,9 @@ ROWS = [
     row("gaussian 6, recovery 600, rows frozen", [("gaussian", 6.0)], recovery=600, frozen_rows=True),
     row("flat 0.002/1 + gaussian 6, rec. 600, frozen", [("gaussian", 6.0)], 0.002, 1.0, 600, True),
     row("gaussian 6 (1:1), rows frozen in tuning", [("gaussian", 6.0)], frozen_rows=True),
+    row("gaussian 2 (1:1), no recovery", [("gaussian", 2.0)]),
+    row("gaussian 3 (1:1), no recovery", [("gaussian", 3.0)]),
+    row("gaussian 4 (1:1), no recovery", [("gaussian", 4.0)]),
 ]
 
 

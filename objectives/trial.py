@@ -12,6 +12,7 @@ import copy
 import functools
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -156,6 +157,7 @@ class TrialResult:
     embedding_memory_mb: float = 0.0  # the shaken input embedding in training (grows with homophones)
     accuracy: float | None = None
     plaintext_accuracy: float | None = None
+    baseline_accuracy: float | None = None  # always answering the most common training label
     accuracy_without_recovery: float | None = None  # same key and tuning, recovery training skipped
     recovered_accuracy: float | None = None  # the recovered model on plaintext (Fidelity.check_recovered)
     recovery: RecoveryRun | None = None
@@ -179,6 +181,7 @@ class TrialResult:
             "key_fingerprint": self.key_fingerprint,
             "accuracy": self.accuracy,
             "plaintext_accuracy": self.plaintext_accuracy,
+            "baseline_accuracy": self.baseline_accuracy,
             "accuracy_gap": self.accuracy_gap,
             "accuracy_without_recovery": self.accuracy_without_recovery,
             "recovered_accuracy": self.recovered_accuracy,
@@ -210,6 +213,13 @@ class PreparedTask:
     num_labels: int
     pad_id: int
 
+    @property
+    def baseline_accuracy(self) -> float:
+        """Accuracy on the evaluation slice of always answering the training slice's most common label:
+        a setting at or near it has not learnt the task, whatever its leakage."""
+        majority = Counter(self.train_labels).most_common(1)[0][0]
+        return sum(label == majority for label in self.eval_labels) / max(len(self.eval_labels), 1)
+
 
 @functools.lru_cache(maxsize=8)
 def prepare_task(task: TaskSpec, model: str, fidelity: Fidelity) -> PreparedTask:
@@ -238,6 +248,23 @@ def prepare_task(task: TaskSpec, model: str, fidelity: Fidelity) -> PreparedTask
         num_labels=max(train_labels) + 1,
         pad_id=tokenizer.pad_token_id or 0,
     )
+
+
+LEARNT_MARGIN = 0.01  # accuracy within this of the baseline: the task was not learnt
+
+
+def not_learnt(accuracy: float | None, baseline: float | None) -> bool:
+    """True when an accuracy is no better (within a point) than always answering the most common label."""
+    return accuracy is not None and baseline is not None and accuracy <= baseline + LEARNT_MARGIN
+
+
+def baseline_note(accuracy: float | None, baseline: float | None) -> str:
+    """How an accuracy compares with always answering the most common label; loud when it is no better."""
+    if accuracy is None or baseline is None:
+        return ""
+    if not_learnt(accuracy, baseline):
+        return f"; NOT LEARNT: always answering the most common label scores {baseline:.4f}"
+    return f"; the most common label alone scores {baseline:.4f}"
 
 
 class ReferenceCache(Protocol):
@@ -546,6 +573,7 @@ class TrialRunner:
             seconds=seconds,
             peak_memory_mb=peak_memory_mb(),
             embedding_memory_mb=embedding_memory_mb(key.shaken_vocab_size, self.shape.hidden),
+            baseline_accuracy=self.data.baseline_accuracy,
             leakage_report=leakage,
             **measured,
         )

@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# The main job on the embedded default (SQLite): a short multi-objective study of shaking settings on
-# SST-2 with the bundled model, then the feasible Pareto front, the selected setting and a real key.
+# The main job on the embedded default (SQLite): a short study of shaking settings on SST-2 with the
+# bundled model, measured under the informed-adversary leakage bound, then the setting selected under
+# the default leakage cap (bound <= 0.10), a real key for it and a report. The study starts from four
+# shipped settings (scripts/demo-start.json) that span the frontier measured by bench/bench_frontier.py,
+# so that its few trials show the whole trade-off; it runs without a cap so that every trial is tuned
+# and its accuracy shown; the cap applies when selecting.
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
 SST2=${SST2:-../shared/data/sst2}
 OUT=${OUT:-demo-out}
-TRIALS=${TRIALS:-16}
+TRIALS=${TRIALS:-7}
 [ -f "$SST2/train.tsv" ] || { echo "SST-2 not found in $SST2 (set SST2=...)" >&2; exit 1; }
 rm -rf "$OUT" && mkdir -p "$OUT"
 DB="sqlite:///$OUT/shaketune.db"
 st="$BIN/shaketune"
 set -x
-"$st" optimize --study demo --storage "$DB" --trials "$TRIALS" --timeout 600 --seed 0 \
+"$st" optimize --study demo --storage "$DB" --trials "$TRIALS" --timeout 420 --seed 0 --no-leakage-cap \
   --train "$SST2/train.tsv" --eval "$SST2/dev.tsv[0:500]" --public "$SST2/dev.tsv[1000:]" \
-  --train-size 1000 --max-length 48 --steps 40,80,160 --learning-rates 1e-4,3e-4 --recovery-steps 0,100
-"$st" select --study demo --storage "$DB" --policy knee --out "$OUT/selected-settings.json"
+  --train-size 1000 --max-length 48 --steps 80 --learning-rates 1e-4 --modes full --recovery-steps 0 \
+  --operators gaussian,laplace --max-shares 1,0.002,0.0005 --enqueue scripts/demo-start.json
+"$st" select --study demo --storage "$DB" --max-leakage 0.10 --out "$OUT/selected-settings.json"
 "$st" keygen --settings "$OUT/selected-settings.json" --public-text "$SST2/dev.tsv[1000:]" --out "$OUT/owner.key"
 "$st" report --study demo --storage "$DB" --out "$OUT/report"
 set +x

@@ -33,6 +33,9 @@ def test_a_trial_runs_end_to_end_and_repeats_exactly(runner):
     again = runner.run(settings, key_seed=5, tuning_seed=5)
     assert measured(first) == measured(again)
     assert 0.0 <= first.accuracy <= 1.0 and first.plaintext_accuracy is not None
+    labels = runner.data.eval_labels  # the baseline: always the training slice's most common label
+    majority = max(set(runner.data.train_labels), key=runner.data.train_labels.count)
+    assert first.baseline_accuracy == sum(label == majority for label in labels) / len(labels)
     assert set(first.seconds) >= {"shaking", "attacks", "tuning", "inference"}
     assert first.peak_memory_mb > 0
     assert set(first.attacks) == {

@@ -14,7 +14,7 @@ from objectives.leakage import attack_count, measure_view, public_knowledge
 from objectives.models import DEFAULT_MODEL, load_as_saved, load_tokenizer
 from objectives.task import DataSource
 from objectives.tokens import tokenize
-from objectives.trial import TrialRunner, TrialSettings
+from objectives.trial import TrialRunner, TrialSettings, baseline_note
 from objectives.tuning import TuningBudget
 from operators.errors import SettingsError
 from operators.identity import input_embedding
@@ -115,7 +115,7 @@ def measure(
     lines = [
         f"settings  {chosen.shaking.describe()} | tuning {chosen.describe_budget()}",
         f"accuracy  {result.accuracy:.4f} (plaintext {result.plaintext_accuracy:.4f}, "
-        f"gap {result.accuracy_gap:+.4f})",
+        f"gap {result.accuracy_gap:+.4f}{baseline_note(result.accuracy, result.baseline_accuracy)})",
     ]
     if result.recovery is not None:
         run = result.recovery

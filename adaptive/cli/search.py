@@ -48,7 +48,7 @@ from adaptive.study import (
 )
 from objectives.models import DEFAULT_MODEL
 from objectives.task import TaskSpec
-from objectives.trial import Fidelity, TrialSettings
+from objectives.trial import Fidelity, TrialSettings, not_learnt
 from operators.errors import SettingsError
 from storage.engine import optuna_storage, redacted, storage_url
 from storage.repository import Repository
@@ -82,6 +82,7 @@ def _front_rows(front: list) -> list[dict[str, Any]]:
                 "trial": trial.number,
                 "accuracy": accuracy,
                 "accuracy_gap": trial.user_attrs.get("accuracy_gap"),
+                "baseline_accuracy": trial.user_attrs.get("baseline_accuracy"),
                 "cost_gflops": cost,
                 "leakage": leakage,
                 **leakage_figures(trial).to_dict(),
@@ -121,7 +122,8 @@ def _front_table(title: str, rows: list[dict[str, Any]]) -> Table:
         gap = row["accuracy_gap"]
         table.add_row(
             str(row["trial"]),
-            f"{row['accuracy']:.4f}",
+            f"{row['accuracy']:.4f}"
+            + (" not learnt" if not_learnt(row["accuracy"], row["baseline_accuracy"]) else ""),
             f"{gap:+.4f}" if gap is not None else "",
             escape(_percent_and_attack(row["leakage_bound"], row["strongest_bound_attack"])),
             escape(_percent_and_attack(row["leakage_attacks"], row["strongest_attack"])),
@@ -134,7 +136,8 @@ def _front_table(title: str, rows: list[dict[str, Any]]) -> Table:
 
 LEAKAGE_CAPTION = (
     "leakage bound: share of private tokens recovered by an attacker who knows the key's invertible "
-    "operators; best attack run: the suite on the upload as it is (a lower bound). Neither is a guarantee."
+    "operators; best attack run: the suite on the upload as it is (a lower bound). Neither is a guarantee. "
+    "not learnt: no better than always answering the most common label."
 )
 
 
@@ -534,6 +537,7 @@ def select(
             "policy": policy,
             "reason": reason,
             "accuracy": chosen.accuracy,
+            "baseline_accuracy": chosen.baseline_accuracy,
             "cost_gflops": chosen.cost_gflops,
             "leakage": chosen.leakage,
             **(chosen.figures.to_dict() if chosen.figures else {}),
@@ -545,7 +549,7 @@ def select(
         as_json,
         [
             f"selected trial {chosen.trial_number} of {study_name} ({reason})",
-            f"accuracy {chosen.accuracy:.4f}, cost {chosen.cost_gflops:,.0f} GFLOP",
+            f"{chosen.describe_accuracy()}, cost {chosen.cost_gflops:,.0f} GFLOP",
             f"leakage {chosen.describe_leakage()}",
             f"settings {chosen.settings.shaking.describe()} | tuning {chosen.settings.tuning.steps} steps",
             f"wrote {out}; make the real key with: shaketune keygen --settings {out} --out owner.key"
