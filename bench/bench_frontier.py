@@ -112,7 +112,11 @@ def main() -> None:
     )
     runner = TrialRunner(task, DEFAULT_MODEL, FIDELITY, MemoryReferences())
     plaintext = runner.plaintext_accuracy(BUDGET, 0)
-    print(f"plaintext tuning at {BUDGET}: accuracy {plaintext:.3f} on SST-2 test", flush=True)
+    print(
+        f"plaintext tuning at {BUDGET}: accuracy {plaintext:.3f} on SST-2 test; always answering the most "
+        f"common label: {runner.data.baseline_accuracy:.3f}",
+        flush=True,
+    )
     print(
         f"{'setting':44s} {'acc':>6s} {'gap':>6s} {'bound':>6s} {'set by':34s} {'suite':>6s} "
         f"{'best attack run':24s} {'GFLOP':>8s} {'min':>5s}"
@@ -125,7 +129,8 @@ def main() -> None:
         print(describe(item.label, result, seconds), flush=True)
         with args.out.open("a", encoding="utf-8") as out:
             out.write(
-                json.dumps({"label": item.label, "seconds": seconds, **result.to_dict()}, default=str) + "\n"
+                json.dumps({**result.to_dict(), "label": item.label, "wall_seconds": seconds}, default=str)
+                + "\n"
             )
         distance = max(result.leakage_bound - TARGET_BOUND, 0) + max(result.accuracy_gap - TARGET_GAP, 0)
         if best is None or distance < best[0]:
