@@ -81,6 +81,7 @@ ROWS = [
     row("gaussian 2 (1:1), no recovery", [("gaussian", 2.0)]),
     row("gaussian 3 (1:1), no recovery", [("gaussian", 3.0)]),
     row("gaussian 4 (1:1), no recovery", [("gaussian", 4.0)]),
+    row("flat 0.002/1 + gaussian 4, rec. 600, frozen", [("gaussian", 4.0)], 0.002, 1.0, 600, True),
 ]
 
 
