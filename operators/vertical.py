@@ -199,6 +199,11 @@ class VerticalChain:
                 matrix = op.apply(matrix, noise_label)
         return matrix
 
+    @property
+    def has_invertible(self) -> bool:
+        """Whether any operator is one the informed adversary is assumed to undo."""
+        return any(op.invertible for op in self.operators)
+
     def undo_invertible(self, matrix: torch.Tensor) -> torch.Tensor:
         """Undo the invertible operators (``tilt``, ``inflate``, ``addv``) in reverse order and leave the
         noise where it is: the rows an attacker would see who had recovered the secret linear map."""

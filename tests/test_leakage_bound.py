@@ -95,3 +95,18 @@ def test_staged_figures_are_maxima_over_stages_and_the_bound_never_below_the_sui
     assert staged.strongest_bound == best
     with pytest.raises(Exception, match="leakage measure"):
         staged.figure("median")
+
+
+def test_without_invertible_operators_the_bound_reuses_the_suites_runs_exactly(attack_setup):
+    """A noise-only key has nothing to undo: the informed attacks are the suite's own runs (not repeated),
+    and they equal what running them on the informed view gives."""
+    from objectives.attacks.suite import suite_for
+    from objectives.leakage import measure_view
+
+    view, key = upload(attack_setup, ShakeSettings(1.0, (OperatorSettings("gaussian", 3.0, 1.0),)))
+    public = attack_setup[3]
+    stage = measure_view(view, public, key)
+    informed = informed_view(view, key, public)
+    rerun = figures(informed, key, public, suite_for(informed, public, informed=True))
+    assert {name: s.recovery for name, s in stage.informed.scores.items()} == rerun
+    assert stage.informed.seconds == 0.0 and stage.bound == stage.attacks.leakage
