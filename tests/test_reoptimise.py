@@ -37,7 +37,7 @@ def target(tmp_path, sst2):
         fidelity=Fidelity(train_size=128, max_length=24),
         space=SearchSpace(
             operators=("gaussian",),
-            steps=(40,),
+            steps=(20,),
             learning_rates=(3e-4,),
             modes=("full",),
             batch_size=8,
