@@ -17,7 +17,7 @@ from objectives.attacks.view import CloudView, GroundTruth, PublicKnowledge, big
 from operators.errors import SettingsError
 from operators.identity import input_embedding
 from operators.key import ShakeKey
-from operators.vertical import embedding_scale
+from operators.vertical import VerticalChain, embedding_scale
 
 BOUND = "bound"
 ATTACKS = "attacks"
@@ -139,7 +139,11 @@ class StagedLeakage:
 def informed_view(view: CloudView, key: ShakeKey, public: PublicKnowledge) -> CloudView:
     """The upload with the key's invertible vertical operators undone (the noise stays): what an attacker
     who had already recovered the secret linear map would hold. The owner computes it with the key."""
-    chain = key.vertical_chain(embedding_scale(public.embedding))
+    return undone(view, key.vertical_chain(embedding_scale(public.embedding)))
+
+
+def undone(view: CloudView, chain: VerticalChain) -> CloudView:
+    """``view`` with ``chain``'s invertible operators undone and its noise left in place."""
     return CloudView(chain.undo_invertible(view.embedding.detach().to(torch.float32)), view.token_ids)
 
 
@@ -164,10 +168,9 @@ def measure_view(
     """The suite on ``view`` and the informed attacks on its informed view, scored with the key."""
     truth = ground_truth(key)
     attacks = run_attacks(view, public, truth, advance=advance)
-    if key.vertical_chain(embedding_scale(public.embedding)).has_invertible:
-        informed = run_attacks(
-            informed_view(view, key, public), public, truth, advance=advance, informed=True
-        )
+    chain = key.vertical_chain(embedding_scale(public.embedding))
+    if chain.has_invertible:
+        informed = run_attacks(undone(view, chain), public, truth, advance=advance, informed=True)
     else:
         informed = same_as_suite(attacks, view, public, advance)
     return StageLeakage(attacks, informed)
@@ -180,8 +183,8 @@ def same_as_suite(
     so the informed attacks are the suite's own runs of them (not repeated; their time counted once)."""
     names = [attack.name for attack in suite_for(view, public, informed=True)]
     scores = {name: replace(attacks.scores[name], seconds=0.0, note="nothing to undo") for name in names}
-    for name in names:
-        if advance:
+    if advance:
+        for name in names:
             advance(name)
     return LeakageReport(scores, attacks.occurrences)
 
