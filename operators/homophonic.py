@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from operators.errors import SettingsError, ShaketuneError
-from operators.horizontal import _lookup
+from operators.horizontal import _lookup, check_copy_mass
 from operators.randomness import KeyStream
 
 MAX_EXTRA_IDS = 100_000  # a bound on how far a key may grow the embedding
@@ -114,6 +114,33 @@ class Homophones:
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
         """Map shaken ids back to plaintext ids (every copy to its token)."""
         return _lookup(self.plain_of_shaken, ids)
+
+    def decode_logits(self, logits: torch.Tensor, copy_mass: str = "sum") -> torch.Tensor:
+        """Scores over shaken ids (last dim) -> scores over plaintext ids: log-sum-exp over each token's
+        copies, so softmax of the result is the softmax of ``logits`` summed over every token's copies.
+
+        ``copy_mass="sum"``: token i's probability is the sum of its copies' probabilities, right for a
+        model trained on shaken text, where each copy carries about 1/k_i of its token. ``"mean"``: minus
+        log k_i, the mean of its copies' probabilities; exact for a freshly implanted model without noise,
+        whose k_i copies each carry the token's whole logit (so "sum" would tilt it by log k_i).
+
+        Any leading shape, any device; stable (each token's largest copy is subtracted before exp);
+        computed in at least float32 and returned in the input's dtype; differentiable.
+        """
+        check_copy_mass(copy_mass)
+        if logits.shape[-1] != self.size:
+            raise ShaketuneError(f"logits have {logits.shape[-1]} scores; the key has {self.size} shaken ids")
+        work = logits.to(torch.promote_types(logits.dtype, torch.float32)).reshape(-1, self.size)
+        index = self.plain_of_shaken.to(logits.device)
+        rows = work.shape[0]
+        peak = torch.full((rows, self.plain_size), -torch.inf, dtype=work.dtype, device=work.device)
+        peak = peak.scatter_reduce(1, index.expand(rows, -1), work.detach(), "amax")
+        peak = peak.masked_fill(~torch.isfinite(peak), 0.0)  # all copies at -inf: exp gives 0, log -inf
+        mass = torch.zeros_like(peak).index_add(1, index, torch.exp(work - peak.index_select(1, index)))
+        out = peak + torch.log(mass)
+        if copy_mass == "mean":
+            out = out - torch.log(self.copies.to(out.device, out.dtype))
+        return out.reshape(*logits.shape[:-1], self.plain_size).to(logits.dtype)
 
     def rows_to_shaken(self, matrix: torch.Tensor) -> torch.Tensor:
         """Row s of the result is row plain_of_shaken[s] of ``matrix``: every copy starts as its token."""

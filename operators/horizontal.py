@@ -49,9 +49,14 @@ class Permutation:
         """Map shaken token ids back to plaintext ids."""
         return _lookup(self.inverse, ids)
 
-    def decode_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Reorder vocabulary scores from shaken to plaintext order: ``out[..., i] = in[..., pi(i)]``."""
-        return logits.index_select(-1, self.forward)
+    def decode_logits(self, logits: torch.Tensor, copy_mass: str = "sum") -> torch.Tensor:
+        """Reorder vocabulary scores from shaken to plaintext order: ``out[..., i] = in[..., pi(i)]``.
+
+        ``copy_mass`` is checked and otherwise ignored (every token has one copy, so "sum" and "mean"
+        agree); it is there so 1:1 and homophonic maps decode alike.
+        """
+        check_copy_mass(copy_mass)
+        return logits.index_select(-1, self.forward.to(logits.device))
 
     def rows_to_shaken(self, matrix: torch.Tensor) -> torch.Tensor:
         """Move row i of a vocabulary-indexed tensor to row pi(i)."""
@@ -60,6 +65,14 @@ class Permutation:
     def rows_to_plain(self, matrix: torch.Tensor) -> torch.Tensor:
         """Move row pi(i) of a vocabulary-indexed tensor back to row i."""
         return matrix.index_select(0, self.forward)
+
+
+COPY_MASS = ("sum", "mean")  # how decode_logits merges a token's copies (see Homophones.decode_logits)
+
+
+def check_copy_mass(copy_mass: str) -> None:
+    if copy_mass not in COPY_MASS:
+        raise ShaketuneError(f"copy_mass must be one of {', '.join(COPY_MASS)}, got {copy_mass!r}")
 
 
 def _lookup(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

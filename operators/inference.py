@@ -20,14 +20,19 @@ def private_logits(
     key: ShakeKey,
     input_ids: torch.Tensor,
     source: KeyStream | None = None,
+    *,
+    copy_mass: str = "sum",
     **inputs: torch.Tensor,
 ) -> torch.Tensor:
     """Logits for plaintext ``input_ids`` computed by the shaken ``model`` on encoded ids.
 
     A homophonic key draws each occurrence's copy from ``source`` (None: the OS CSPRNG). Vocabulary-sized
-    outputs come back in plaintext order, so they compare directly with the plaintext model's.
+    outputs come back over plaintext ids, so they compare directly with the plaintext model's: reordered
+    for a 1:1 key, and for a homophonic key merged over each token's copies by log-sum-exp
+    (``copy_mass``: "sum" for a model tuned on shaken text, "mean" for a freshly implanted one; see
+    :meth:`operators.homophonic.Homophones.decode_logits`; a 1:1 key ignores it).
     """
     logits = model(input_ids=key.encode(input_ids, source), **inputs).logits
     if has_vocabulary_output(model):
-        logits = key.permutation.decode_logits(logits)
+        logits = key.horizontal.decode_logits(logits, copy_mass=copy_mass)
     return logits

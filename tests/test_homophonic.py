@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from operators.errors import KeyFileError, SettingsError, UnsupportedModelError
+from operators.errors import KeyFileError, SettingsError
 from operators.homophonic import copy_counts, expected_max_share
 from operators.implant import shake_model
 from operators.inference import private_logits
@@ -106,10 +106,12 @@ def test_copies_get_their_own_noise_and_recovery_averages_them(tiny_classifier, 
     assert torch.allclose(recovered[5], rows[copies_of_5].mean(dim=0), atol=1e-6)
 
 
-def test_models_with_a_language_model_head_are_refused(tiny_mlm, tiny_tokenizer):
+def test_models_with_a_language_model_head_get_one_head_row_per_copy(tiny_mlm, tiny_tokenizer):
+    """(Language-model heads in depth: tests/test_homophonic_lm.py.)"""
     key = generate_key(homophonic(), tiny_mlm, tiny_tokenizer, "tiny", SEED, tiny_prior(tiny_tokenizer))
-    with pytest.raises(UnsupportedModelError, match="language-model head"):
-        shake_model(tiny_mlm, key)
+    shaken = shake_model(tiny_mlm, key)
+    assert shaken.get_output_embeddings().weight is shaken.get_input_embeddings().weight
+    assert shaken.get_output_embeddings().weight.shape[0] == key.shaken_vocab_size
 
 
 def test_settings_validate_and_keep_the_1to1_form(tiny_classifier, tiny_tokenizer):
