@@ -51,7 +51,7 @@ class Permutation:
 
     def decode_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Reorder vocabulary scores from shaken to plaintext order: ``out[..., i] = in[..., pi(i)]``."""
-        return logits.index_select(-1, self.forward)
+        return logits.index_select(-1, self.forward.to(logits.device))
 
     def rows_to_shaken(self, matrix: torch.Tensor) -> torch.Tensor:
         """Move row i of a vocabulary-indexed tensor to row pi(i)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from operators.identity import input_embedding
 from operators.key import ShakeKey
 from operators.randomness import KeyStream
 
@@ -27,7 +28,8 @@ def private_logits(
     A homophonic key draws each occurrence's copy from ``source`` (None: the OS CSPRNG). Vocabulary-sized
     outputs come back in plaintext order, so they compare directly with the plaintext model's.
     """
-    logits = model(input_ids=key.encode(input_ids, source), **inputs).logits
+    encoded = key.encode(input_ids, source)  # on the ids' device (the CPU: keys are exact there)
+    logits = model(input_ids=encoded.to(input_embedding(model).device), **inputs).logits
     if has_vocabulary_output(model):
         logits = key.permutation.decode_logits(logits)
     return logits
