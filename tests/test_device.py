@@ -100,3 +100,66 @@ def test_describe_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_model_device() -> None:
     assert model_device(nn.Linear(2, 2)) == torch.device("cpu")
     assert model_device(nn.Sequential()) == torch.device("cpu")
+
+
+# --- the commands: a device this machine lacks is refused before any work, and trials record theirs
+
+
+def test_commands_refuse_unknown_devices(tmp_path) -> None:
+    from tests.cli import run
+
+    storage = f"sqlite:///{tmp_path / 'd.db'}"
+    error = run("measure", "--preset", "medium", "--device", "gpu", ok=False)["error"]
+    assert "unknown device 'gpu'" in error
+    error = run("reoptimise", "t", "--storage", storage, "--device", "tpu", ok=False)["error"]
+    assert "unknown device 'tpu'" in error
+    assert not (tmp_path / "d.db").exists()  # refused before the database is even opened
+
+
+def test_commands_refuse_a_missing_gpu(tmp_path, no_accelerator: None) -> None:
+    from tests.cli import run
+
+    args = ("--model", "m", "--data", str(tmp_path / "e.jsonl"), "--out", str(tmp_path / "o"))
+    assert "cuda is not available" in run("tune", *args, "--device", "cuda", ok=False)["error"]
+    storage = f"sqlite:///{tmp_path / 'w.db'}"
+    error = run("worker", "--study", "s", "--storage", storage, "--device", "mps", ok=False)["error"]
+    assert "mps is not available" in error
+
+
+def test_the_device_option_reads_the_environment(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.cli import run
+
+    monkeypatch.setenv("SHAKETUNE_DEVICE", "cuda:x")
+    error = run("evaluate", "--model", "m", "--data", str(tmp_path / "d.tsv"), ok=False)["error"]
+    assert "unknown device 'cuda:x'" in error
+
+
+def test_a_trial_records_its_device() -> None:
+    import optuna
+
+    from adaptive.study import Caps, record
+    from objectives.trial import TrialResult, TrialRunner, TrialSettings
+    from operators.settings import preset
+
+    assert TrialRunner(task=None).device == torch.device("cpu")  # type: ignore[arg-type]
+    result = TrialResult(
+        settings=TrialSettings(preset("medium")),
+        key_fingerprint="f",
+        leakage_bound=0.5,
+        leakage_attacks=0.4,
+        attacks={},
+        bound_attacks={},
+        strongest_attack="",
+        strongest_bound_attack="",
+        cost_gflops=1.0,
+        flops={},
+        seconds={},
+        peak_memory_mb=1.0,
+    )
+    assert result.to_dict()["device"] == "cpu"
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    trial = study.ask()
+    gpu = TrialResult(**{**vars(result), "device": "cuda:0 (GPU, bf16 autocast)"})
+    record(trial, gpu, Caps())
+    assert trial.user_attrs["device"] == "cuda:0 (GPU, bf16 autocast)"
