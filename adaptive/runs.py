@@ -44,6 +44,7 @@ from adaptive.study import (
     study_exists,
     warm_start,
 )
+from objectives.device import resolve_device
 from objectives.leakage import DEFAULT_LEAKAGE_MEASURE, check_measure
 from objectives.task import TaskSpec
 from objectives.trial import Fidelity
@@ -399,8 +400,14 @@ class Heartbeat:
         self._stop.set()
 
 
-def execute_run(run_id: int, url: str, progress: Callable[[str, int, int], None] | None = None) -> RunRecord:
-    """Run (or resume) a run's study to its trial budget, then decide the selection."""
+def execute_run(
+    run_id: int,
+    url: str,
+    progress: Callable[[str, int, int], None] | None = None,
+    device: str = "cpu",
+) -> RunRecord:
+    """Run (or resume) a run's study to its trial budget on ``device`` (a --device spec, resolved in the
+    worker so that a device it lacks fails the run with the reason), then decide the selection."""
     repository = Repository(url)
     run = repository.get_run(run_id)
     if run is None:
@@ -420,7 +427,7 @@ def execute_run(run_id: int, url: str, progress: Callable[[str, int, int], None]
         )
         return current or repository.get_run(run_id)
     with Heartbeat(repository, run_id) as heartbeat:
-        return _execute(repository, claimed, url, heartbeat, progress)
+        return _execute(repository, claimed, url, heartbeat, progress, device)
 
 
 def _execute(
@@ -429,9 +436,11 @@ def _execute(
     url: str,
     heartbeat: Heartbeat,
     progress: Callable[[str, int, int], None] | None,
+    device: str = "cpu",
 ) -> RunRecord:
     run_id, owner = run.id, heartbeat.owner
     try:
+        where = resolve_device(device)
         target = repository.get_target(run.target)
         config = config_for(target)
         template = SearchTemplate.from_dict(target.search)
@@ -443,7 +452,7 @@ def _execute(
         def cancelled() -> bool:
             return heartbeat.lost.is_set() or repository.get_run(run_id).state == "cancelling"
 
-        runner = runner_for(config, StoredReferences(repository))
+        runner = runner_for(config, StoredReferences(repository), where)
         run_budget(study, objective(config, runner, progress), run.trials, repository, should_stop=cancelled)
         if heartbeat.lost.is_set():
             return repository.get_run(run_id)  # another worker has the run now

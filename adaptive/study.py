@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from adaptive.samplers import DEFAULT_SAMPLER, make_sampler
 from adaptive.space import SearchSpace
+from objectives.device import CPU
 from objectives.leakage import ATTACKS, DEFAULT_LEAKAGE_MEASURE, check_measure
 from objectives.task import TaskSpec
 from objectives.trial import Fidelity, TrialResult, TrialRunner, TrialSettings
@@ -414,5 +416,6 @@ class StoredReferences:
         self._repository.store_plaintext_reference(key, accuracy)
 
 
-def runner_for(config: StudyConfig, references: Any = None) -> TrialRunner:
-    return TrialRunner(config.task, config.model, config.fidelity, references)
+def runner_for(config: StudyConfig, references: Any = None, device: torch.device = CPU) -> TrialRunner:
+    """The trial runner of a study's config, running on ``device`` (recorded in each trial's attributes)."""
+    return TrialRunner(config.task, config.model, config.fidelity, references, device)

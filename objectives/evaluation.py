@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from objectives.data import DataError
+from objectives.device import autocast, model_device
 from objectives.tokens import length_sorted_batches, pad_batch
 from operators.inference import private_logits
 from operators.key import ShakeKey
@@ -52,19 +53,25 @@ def evaluate_accuracy(
     batch_size: int = 64,
     advance: Callable[[int], None] | None = None,
     source: KeyStream | None = None,
+    device: torch.device | None = None,
 ) -> Accuracy:
     """Accuracy of ``model`` on tokenised examples; with ``key``, by private inference (a homophonic
-    key's copy choices come from ``source``, the OS CSPRNG when None)."""
+    key's copy choices come from ``source``, the OS CSPRNG when None). The model moves to ``device``
+    once (None: it stays where it is); ids are encoded on the CPU, then moved."""
+    if device is not None:
+        model.to(device)
+    where = model_device(model)
     model.eval()
     correct = 0
     for batch in length_sorted_batches([len(s) for s in token_ids], batch_size):
         ids, mask = pad_batch([token_ids[i] for i in batch], pad_id)
-        if key is None:
-            logits = model(input_ids=ids, attention_mask=mask).logits
-        else:
-            logits = private_logits(model, key, ids, source, attention_mask=mask)
+        with autocast(where):
+            if key is None:
+                logits = model(input_ids=ids.to(where), attention_mask=mask.to(where)).logits
+            else:
+                logits = private_logits(model, key, ids, source, attention_mask=mask.to(where))
         truth = torch.as_tensor([labels[i] for i in batch])
-        correct += int((logits.argmax(dim=-1) == truth).sum())
+        correct += int((logits.argmax(dim=-1).cpu() == truth).sum())
         if advance:
             advance(len(batch))
     examples = len(token_ids)

@@ -14,6 +14,7 @@ from torch import nn
 
 from objectives.attacks.suite import LeakageReport, run_attacks, suite_for
 from objectives.attacks.view import CloudView, GroundTruth, PublicKnowledge, bigram_counts, token_counts
+from objectives.device import CPU
 from operators.errors import SettingsError
 from operators.identity import input_embedding
 from operators.key import ShakeKey
@@ -45,7 +46,7 @@ def public_knowledge(
     pretrained: nn.Module, public_token_ids: Sequence[Sequence[int]], special_ids: Sequence[int]
 ) -> PublicKnowledge:
     """The attacker's knowledge: the public model's embedding, unigram and bigram counts of public text."""
-    embedding = input_embedding(pretrained).detach().clone()
+    embedding = input_embedding(pretrained).detach().cpu().clone()  # rows stay on the CPU, wherever the model
     size = len(embedding)
     return PublicKnowledge(
         embedding,
@@ -154,23 +155,32 @@ def measure_leakage(
     key: ShakeKey,
     advance: Callable[[str], None] | None = None,
     trained_body: bool = False,
+    device: torch.device = CPU,
 ) -> StageLeakage:
     """Both figures for the shaken model's embedding and the shaken training ids; ``trained_body``: the
-    body was trained on shaken ids (recovery training, tuning), so the cloud can also run it."""
+    body was trained on shaken ids (recovery training, tuning), so the cloud can also run it. The rows
+    are read onto the CPU (keys are applied there); the attacks' matrix products run on ``device``."""
     model = shaken if trained_body else None
-    view = CloudView(input_embedding(shaken).detach(), shaken_token_ids, model=model)
-    return measure_view(view, public, key, advance)
+    view = CloudView(input_embedding(shaken).detach().cpu(), shaken_token_ids, model=model)
+    return measure_view(view, public, key, advance, device)
 
 
 def measure_view(
-    view: CloudView, public: PublicKnowledge, key: ShakeKey, advance: Callable[[str], None] | None = None
+    view: CloudView,
+    public: PublicKnowledge,
+    key: ShakeKey,
+    advance: Callable[[str], None] | None = None,
+    device: torch.device = CPU,
 ) -> StageLeakage:
-    """The suite on ``view`` and the informed attacks on its informed view, scored with the key."""
+    """The suite on ``view`` and the informed attacks on its informed view, scored with the key; the
+    attacks' matrix products run on ``device``."""
     truth = ground_truth(key)
-    attacks = run_attacks(view, public, truth, advance=advance)
+    attacks = run_attacks(view, public, truth, advance=advance, device=device)
     chain = key.vertical_chain(embedding_scale(public.embedding))
     if chain.has_invertible:
-        informed = run_attacks(undone(view, chain), public, truth, advance=advance, informed=True)
+        informed = run_attacks(
+            undone(view, chain), public, truth, advance=advance, informed=True, device=device
+        )
     else:
         informed = same_as_suite(attacks, view, public, advance)
     return StageLeakage(attacks, informed)

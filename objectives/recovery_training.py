@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from objectives.data import DataError
+from objectives.device import autocast, model_device
 from objectives.encoded import encode_token_ids
 from objectives.models import pretrained_body, pretrained_language_model
 from objectives.tokens import pad_batch
@@ -181,14 +182,19 @@ BatchLoss = Callable[[Sequence[Any], torch.Generator], tuple[torch.Tensor, int] 
 
 
 def lm_loss(model: nn.Module, objective: LanguageModelling, mask_share: float) -> BatchLoss:
-    """Masked-LM or next-token loss of ``model`` on a batch of (shaken) id sequences."""
+    """Masked-LM or next-token loss of ``model`` on a batch of (shaken) id sequences (masks drawn on the
+    CPU, so they are the same whatever the device; the batch then moves to the model's device)."""
 
     def loss(
         sequences: Sequence[Sequence[int]], generator: torch.Generator
     ) -> tuple[torch.Tensor, int] | None:
         batch = lm_batch(sequences, objective, mask_share, generator)
         predicted = int((batch["labels"] != IGNORE).sum())
-        return (model(**batch).loss, predicted) if predicted else None
+        if not predicted:
+            return None
+        where = model_device(model)
+        with autocast(where):
+            return model(**{name: value.to(where) for name, value in batch.items()}).loss, predicted
 
     return loss
 
@@ -203,16 +209,19 @@ def distillation_loss(student: nn.Module, teacher: nn.Module, pad_id: int) -> Ba
     def loss(
         pairs: Sequence[tuple[Sequence[int], Sequence[int]]], _: torch.Generator
     ) -> tuple[torch.Tensor, int]:
-        plain, plain_mask = pad_batch([p for p, _ in pairs], pad_id)
-        shaken, mask = pad_batch([s for _, s in pairs], pad_id)
-        with torch.no_grad():
-            targets = teacher(
-                input_ids=plain, attention_mask=plain_mask, output_hidden_states=True
-            ).hidden_states
-        states = student(input_ids=shaken, attention_mask=mask, output_hidden_states=True).hidden_states
+        where = model_device(student)
+        plain, plain_mask = (t.to(where) for t in pad_batch([p for p, _ in pairs], pad_id))
+        shaken, mask = (t.to(where) for t in pad_batch([s for _, s in pairs], pad_id))
+        with autocast(where):
+            with torch.no_grad():
+                targets = teacher(
+                    input_ids=plain, attention_mask=plain_mask, output_hidden_states=True
+                ).hidden_states
+            states = student(input_ids=shaken, attention_mask=mask, output_hidden_states=True).hidden_states
         real = mask.bool()
-        total = sum(
-            ((s - t)[real] ** 2).mean() / t[real].var() for s, t in zip(states[1:], targets[1:], strict=True)
+        total = sum(  # in float32 even under autocast (a no-op on float32 states)
+            ((s.float() - t.float())[real] ** 2).mean() / t.float()[real].var()
+            for s, t in zip(states[1:], targets[1:], strict=True)
         )
         return total / (len(states) - 1), int(real.sum())
 
@@ -303,15 +312,20 @@ def recovery_train_shaken(
     budget: RecoveryBudget,
     seed: int = 0,
     advance: Callable[[int], None] | None = None,
+    device: torch.device | None = None,
 ) -> RecoveryRun:
     """The owner's recovery stage on public ids (plaintext): train in shaken space, in place in ``shaken``.
 
     ``lm``: train ``model_name``'s language model, shaken with ``key``, then move its body into ``shaken``.
     ``distill``: train ``shaken``'s body to reproduce the plaintext body's hidden states.
+    Every model trains on ``device`` (None: where ``shaken`` is); keys and encoding stay on the CPU.
     """
+    where = device if device is not None else model_device(shaken)
+    shaken.to(where)
     corpus, heldout = split_heldout(public_ids)
     if budget.objective == "distill":
-        student, teacher = shaken.base_model, pretrained_body(model_name).base_model
+        # the cached, read-only teacher moves in place: later trials on the same device find it there
+        student, teacher = shaken.base_model, pretrained_body(model_name).base_model.to(where)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         loss = distillation_loss(student, teacher, pad_id)
         stream = key.occurrence_stream("recovery")
@@ -322,7 +336,7 @@ def recovery_train_shaken(
             "recovery objective 'lm' needs a language-model head, which homophonic keys cannot shake; "
             "use objective 'distill'"
         )
-    language_model = shake_model(pretrained_language_model(model_name), key)
+    language_model = shake_model(pretrained_language_model(model_name), key).to(where)
     loss = lm_loss(language_model, language_modelling(language_model, tokenizer), budget.mask_share)
     items, held = encode_token_ids(key, corpus), encode_token_ids(key, heldout)
     run = recovery_train(language_model, loss, items, held, budget, seed, advance)

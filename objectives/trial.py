@@ -35,6 +35,7 @@ from objectives.cost import (
     reset_peak_memory,
 )
 from objectives.data import DataError, label_ids
+from objectives.device import CPU, describe_device
 from objectives.encoded import encode_token_ids
 from objectives.evaluation import Accuracy, evaluate_accuracy
 from objectives.leakage import (
@@ -162,6 +163,7 @@ class TrialResult:
     recovered_accuracy: float | None = None  # the recovered model on plaintext (Fidelity.check_recovered)
     recovery: RecoveryRun | None = None
     stopped_early: bool = False
+    device: str = "cpu"  # where the models and the attacks' matrix products ran (describe_device)
     leakage_report: StagedLeakage | None = field(default=None, repr=False, compare=False)
 
     def leakage(self, measure: str) -> float:
@@ -198,6 +200,7 @@ class TrialResult:
             "peak_memory_mb": self.peak_memory_mb,
             "embedding_memory_mb": self.embedding_memory_mb,
             "stopped_early": self.stopped_early,
+            "device": self.device,
         }
 
 
@@ -310,7 +313,10 @@ def trial_key_seed(seed: int) -> bytes:
 
 
 class TrialRunner:
-    """Runs trials of one task and model at one fidelity; data and weights load once per process."""
+    """Runs trials of one task and model at one fidelity; data and weights load once per process.
+
+    Models train, infer and are attacked on ``device``; keys, implantation and encoding stay on the CPU.
+    """
 
     def __init__(
         self,
@@ -318,11 +324,13 @@ class TrialRunner:
         model: str = DEFAULT_MODEL,
         fidelity: Fidelity | None = None,
         references: ReferenceCache | None = None,
+        device: torch.device = CPU,
     ):
         self.task = task
         self.model_name = model
         self.fidelity = fidelity or Fidelity()
         self.references = references
+        self.device = device
         self._plaintext: dict[str, float] = {}
 
     @functools.cached_property
@@ -339,7 +347,9 @@ class TrialRunner:
 
     @functools.cached_property
     def public(self) -> PublicKnowledge:
-        return public_knowledge(self.pretrained(), self.data.public_ids, self.tokenizer.all_special_ids)
+        """The attacker's knowledge; its model (which function matching runs) on the runner's device."""
+        model = self.pretrained().to(self.device)
+        return public_knowledge(model, self.data.public_ids, self.tokenizer.all_special_ids)
 
     @functools.cached_property
     def shape(self) -> ModelShape:
@@ -387,8 +397,11 @@ class TrialRunner:
         )
 
     def reference_key(self, tuning: TuningBudget, seed: int) -> str:
-        """Identifies a plaintext reference: task content, model, fidelity, budget and seed."""
+        """Identifies a plaintext reference: task content, model, fidelity, budget and seed (and the device
+        type off the CPU, whose numbers differ slightly; CPU keys stay as they were)."""
         parts = [self.task.fingerprint(), self.model_name, self.fidelity.to_dict(), tuning.to_dict(), seed]
+        if self.device.type != "cpu":
+            parts.append(self.device.type)
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
     def plaintext_accuracy(self, tuning: TuningBudget, seed: int) -> float:
@@ -397,15 +410,17 @@ class TrialRunner:
         if key not in self._plaintext:
             stored = self.references.get(key) if self.references else None
             if stored is None:
-                model = self.pretrained()
-                fine_tune(model, self.data.train_ids, self.data.train_labels, tuning, self.data.pad_id, seed)
-                stored = evaluate_accuracy(
-                    model, self.data.eval_ids, self.data.eval_labels, self.data.pad_id
-                ).accuracy
+                stored = self._plaintext_accuracy(tuning, seed)
                 if self.references:
                     self.references.put(key, stored)
             self._plaintext[key] = stored
         return self._plaintext[key]
+
+    def _plaintext_accuracy(self, tuning: TuningBudget, seed: int) -> float:
+        """Tune the pretrained classifier on plaintext ids and measure it, on the runner's device."""
+        data, model = self.data, self.pretrained()
+        fine_tune(model, data.train_ids, data.train_labels, tuning, data.pad_id, seed, device=self.device)
+        return evaluate_accuracy(model, data.eval_ids, data.eval_labels, data.pad_id).accuracy
 
     def run(
         self,
@@ -434,7 +449,7 @@ class TrialRunner:
             key = generate_key(
                 settings.shaking, model, self.tokenizer, self.model_name, seed_bytes, self.public.prior
             )
-            shaken = shake_model(model, key)
+            shaken = shake_model(model, key).to(self.device)  # implanted on the CPU, then moved
             shaken_train = encode_token_ids(key, data.train_ids, key.occurrence_stream("train"))
         seconds["shaking"] = watch.time
 
@@ -504,14 +519,19 @@ class TrialRunner:
         """Accuracy by private inference; a homophonic key's copy choices repeat for the same key."""
         data = self.data
         source = key.occurrence_stream("inference")
-        return evaluate_accuracy(shaken, data.eval_ids, data.eval_labels, data.pad_id, key=key, source=source)
+        return evaluate_accuracy(
+            shaken, data.eval_ids, data.eval_labels, data.pad_id, key=key, source=source, device=self.device
+        )
 
     def _recovered_accuracy(self, shaken: nn.Module, key: ShakeKey) -> float:
-        """Plaintext accuracy of the model the owner recovers from the tuned shaken one."""
-        model = copy.deepcopy(shaken)
+        """Plaintext accuracy of the model the owner recovers (on the CPU, with the key) from the tuned
+        shaken one."""
+        model = copy.deepcopy(shaken).to(CPU)
         recover_model(model, key)
         data = self.data
-        return evaluate_accuracy(model, data.eval_ids, data.eval_labels, data.pad_id).accuracy
+        return evaluate_accuracy(
+            model, data.eval_ids, data.eval_labels, data.pad_id, device=self.device
+        ).accuracy
 
     def _tune(
         self,
@@ -522,7 +542,8 @@ class TrialRunner:
         report: Progress,
     ) -> None:
         advance = _counter("tuning", budget.steps, report)
-        fine_tune(model, shaken_train, self.data.train_labels, budget, self.data.pad_id, seed, advance)
+        data = self.data
+        fine_tune(model, shaken_train, data.train_labels, budget, data.pad_id, seed, advance, self.device)
 
     def _recovery_train(
         self, shaken: nn.Module, key: ShakeKey, budget: RecoveryBudget, seed: int, report: Progress
@@ -530,7 +551,7 @@ class TrialRunner:
         advance = _counter("recovery training", budget.steps, report)
         public = self.data.public_ids
         return recovery_train_shaken(
-            shaken, key, self.model_name, self.tokenizer, public, budget, seed, advance
+            shaken, key, self.model_name, self.tokenizer, public, budget, seed, advance, self.device
         )
 
     def _attack(
@@ -547,7 +568,7 @@ class TrialRunner:
         advance = _counter("attacks", total, report)
         with torch.no_grad():
             return measure_leakage(
-                shaken, shaken_train, self.public, key, lambda name: advance(1), trained_body
+                shaken, shaken_train, self.public, key, lambda name: advance(1), trained_body, self.device
             )
 
     def _result(
@@ -574,6 +595,7 @@ class TrialRunner:
             peak_memory_mb=peak_memory_mb(),
             embedding_memory_mb=embedding_memory_mb(key.shaken_vocab_size, self.shape.hidden),
             baseline_accuracy=self.data.baseline_accuracy,
+            device=describe_device(self.device),
             leakage_report=leakage,
             **measured,
         )

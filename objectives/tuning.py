@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 import torch
 from torch import nn
 
+from objectives.device import autocast, model_device
 from objectives.tokens import pad_batch
 from operators.errors import SettingsError
 
@@ -145,8 +146,13 @@ def fine_tune(
     pad_id: int,
     seed: int = 0,
     advance: Callable[[int], None] | None = None,
+    device: torch.device | None = None,
 ) -> TuningRun:
-    """Train ``model`` in place on the batches of :func:`batch_plan`."""
+    """Train ``model`` in place on the batches of :func:`batch_plan`, on ``device`` (moved there once;
+    None: where it is), under mixed precision where the device supports it."""
+    if device is not None:
+        model.to(device)
+    where = model_device(model)
     plan = batch_plan(len(token_ids), budget, seed)
     torch.manual_seed(seed)  # dropout
     optimiser = adamw(_trainable(model, budget.mode), budget.learning_rate)
@@ -155,7 +161,8 @@ def fine_tune(
     for rows in plan:
         ids, mask = pad_batch([token_ids[i] for i in rows], pad_id)
         target = torch.as_tensor([labels[i] for i in rows])
-        loss = model(input_ids=ids, attention_mask=mask, labels=target).loss
+        with autocast(where):
+            loss = model(input_ids=ids.to(where), attention_mask=mask.to(where), labels=target.to(where)).loss
         loss.backward()
         optimiser.step()
         optimiser.zero_grad(set_to_none=True)

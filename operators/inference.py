@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from operators.identity import input_embedding
 from operators.key import ShakeKey
 from operators.randomness import KeyStream
 
@@ -32,7 +33,8 @@ def private_logits(
     (``copy_mass``: "sum" for a model tuned on shaken text, "mean" for a freshly implanted one; see
     :meth:`operators.homophonic.Homophones.decode_logits`; a 1:1 key ignores it).
     """
-    logits = model(input_ids=key.encode(input_ids, source), **inputs).logits
+    encoded = key.encode(input_ids, source)  # on the ids' device (the CPU: keys are exact there)
+    logits = model(input_ids=encoded.to(input_embedding(model).device), **inputs).logits
     if has_vocabulary_output(model):
         logits = key.horizontal.decode_logits(logits, copy_mass=copy_mass)
     return logits

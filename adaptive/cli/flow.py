@@ -13,6 +13,7 @@ from adaptive.cli import options
 from adaptive.cli.common import JsonOption, emit, handle_errors, literal, progress_bar, warn
 from objectives.attacks.view import token_counts
 from objectives.data import DataError, label_ids
+from objectives.device import resolve_device
 from objectives.encoded import EncodedData, encode_token_ids, load_encoded, save_encoded
 from objectives.evaluation import evaluate_accuracy, label_indices
 from objectives.models import (
@@ -142,6 +143,7 @@ def shake(
     no_header: bool = NoHeader,
     max_length: int = MaxLength,
     seed: int = typer.Option(0, "--seed", help="Seeds recovery training's masks, dropout and batch order."),
+    device: str = options.Device,
     as_json: bool = JsonOption,
 ) -> None:
     """Write the shaken model (save_pretrained format): what would be uploaded to the cloud.
@@ -154,6 +156,7 @@ def shake(
     )
     if budget.enabled and public is None:
         raise SettingsError("--recovery-steps needs --recovery-data (public text to train on)")
+    where = resolve_device(device)  # recovery training only: implantation always runs on the CPU
     key = load_key(key_path)
     tokenizer = load_tokenizer(model)
     key.check_tokenizer(tokenizer)
@@ -175,6 +178,7 @@ def shake(
                 budget,
                 seed,
                 advance=lambda n: bar.advance(task, n),
+                device=where,
             )
         report["recovery"] = run.to_dict()
     with directory_atomic(out) as tmp:
@@ -277,9 +281,11 @@ def evaluate(
     no_header: bool = NoHeader,
     max_length: int = MaxLength,
     batch_size: int = typer.Option(64, "--batch-size", min=1),
+    device: str = options.Device,
     as_json: bool = JsonOption,
 ) -> None:
     """Accuracy of a fine-tuned classifier on labelled DATA (private inference with --key)."""
+    where = resolve_device(device)
     key = load_key(key_path) if key_path else None
     classifier, head_trained = load_classifier(model)
     if not head_trained:
@@ -310,6 +316,7 @@ def evaluate(
             key=key,
             batch_size=batch_size,
             advance=lambda n: bar.advance(task, n),
+            device=where,
         )
     emit(
         {
@@ -334,9 +341,11 @@ def tune(
     learning_rate: float = typer.Option(5e-5, "--learning-rate", min=0.0),
     mode: str = typer.Option("full", "--mode", help=f"Which parameters train: {', '.join(TUNING_MODES)}."),
     seed: int = typer.Option(0, "--seed", help="Seeds the new head, dropout and batch order."),
+    device: str = options.Device,
     as_json: bool = JsonOption,
 ) -> None:
     """Fine-tune a classifier on encoded data: the cloud's part, to check settings end to end."""
+    where = resolve_device(device)
     try:
         budget = TuningBudget(steps, batch_size, learning_rate, mode)
     except ValueError as exc:
@@ -357,6 +366,7 @@ def tune(
             pad_id=_pad_id(classifier),
             seed=seed,
             advance=lambda n: bar.advance(task, n),
+            device=where,
         )
     with directory_atomic(out) as tmp:
         classifier.save_pretrained(tmp)

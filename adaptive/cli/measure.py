@@ -9,6 +9,7 @@ import typer
 from adaptive.cli import options
 from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, warn
 from objectives.attacks.view import CloudView
+from objectives.device import resolve_device
 from objectives.encoded import load_encoded
 from objectives.leakage import attack_count, measure_view, public_knowledge
 from objectives.models import DEFAULT_MODEL, load_as_saved, load_tokenizer
@@ -36,10 +37,12 @@ def attack(
     text_column: str = options.TextColumn,
     no_header: bool = options.NoHeader,
     max_length: int = typer.Option(128, "--max-length", min=4, help="Tokens per public text example."),
+    device: str = options.Device,
     as_json: bool = JsonOption,
 ) -> None:
     """Run the attack suite on what the cloud sees, and the informed attacks with the key's invertible
     operators undone; print each attack's recovery rate and both leakage figures."""
+    where = resolve_device(device)
     key = load_key(truth_key)
     shaken = load_as_saved(str(shaken_model))
     for warning in key.check_shaken(shaken):
@@ -60,7 +63,7 @@ def attack(
     view = CloudView(input_embedding(shaken).detach(), upload.input_ids)
     with progress_bar() as bar:
         task = bar.add_task("attacking", total=attack_count(view.vocab_size, public))
-        leakage = measure_view(view, public, key, advance=lambda name: bar.advance(task, 1))
+        leakage = measure_view(view, public, key, advance=lambda name: bar.advance(task, 1), device=where)
     suite, informed = leakage.attacks, leakage.informed
     lines = [
         f"{name:22s} recovers {s.recovery:7.2%} ({s.seconds:.1f} s) {s.note}"
@@ -95,14 +98,17 @@ def measure(
     max_length: int = options.MaxLength,
     attack_tuned: bool = options.AttackTuned,
     seed: int = typer.Option(0, "--seed", help="Seeds the trial key, the head, dropout and batch order."),
+    device: str = options.Device,
     as_json: bool = JsonOption,
 ) -> None:
     """Measure one setting end to end: accuracy after private tuning, cost, leakage by real attacks."""
     if (settings is None) == (preset_name is None):
         raise SettingsError("give exactly one of --settings FILE or --preset NAME")
+    where = resolve_device(device)
     chosen = TrialSettings.load(settings) if settings else TrialSettings(preset(preset_name), TuningBudget())
     task = options.task_spec(train, eval_, public, text_column, label_column, not no_header)
-    runner = TrialRunner(task, model, options.fidelity(train_size, eval_size, max_length, attack_tuned))
+    fidelity = options.fidelity(train_size, eval_size, max_length, attack_tuned)
+    runner = TrialRunner(task, model, fidelity, device=where)
     with progress_bar() as bar:
         tasks: dict[str, int] = {}
 
@@ -130,7 +136,7 @@ def measure(
             *lines,
             f"leakage   bound {result.leakage_bound:.4f} (informed; {result.strongest_bound_attack})",
             f"          best attack {result.leakage_attacks:.4f} (lower bound; {result.strongest_attack})",
-            f"cost      {result.cost_gflops:,.0f} GFLOP",
+            f"cost      {result.cost_gflops:,.0f} GFLOP (measured on {result.device})",
             "attacks   " + ", ".join(f"{k} {v:.3f}" for k, v in result.attacks.items()),
             "informed  " + ", ".join(f"{k} {v:.3f}" for k, v in result.bound_attacks.items()),
         ],

@@ -1,4 +1,4 @@
-"""Options shared by commands that run trials: the task's data sources and the fidelity."""
+"""Options shared by commands that run trials: the task's data sources, the fidelity, the device."""
 
 from __future__ import annotations
 
@@ -37,6 +37,13 @@ TrainSize = typer.Option(2000, "--train-size", min=1, help="Fidelity: training e
 EvalSize = typer.Option(None, "--eval-size", min=1, help="Fidelity: evaluation examples (default all).")
 MaxLength = typer.Option(64, "--max-length", min=4, help="Fidelity: tokens per example.")
 AttackTuned = typer.Option(False, "--attack-tuned", help="Also attack the embedding after tuning.")
+Device = typer.Option(
+    "auto",
+    "--device",
+    envvar="SHAKETUNE_DEVICE",
+    help="Where models train, infer and are attacked: auto (cuda, else mps, else cpu), cpu, cuda, cuda:N "
+    "or mps. CUDA GPUs with bf16 train and infer under bf16 autocast; keys always stay on the CPU.",
+)
 
 
 def default_task() -> TaskSpec:

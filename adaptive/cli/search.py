@@ -46,6 +46,7 @@ from adaptive.study import (
     study_exists,
     warm_start,
 )
+from objectives.device import resolve_device
 from objectives.models import DEFAULT_MODEL
 from objectives.task import TaskSpec
 from objectives.trial import Fidelity, TrialSettings, not_learnt
@@ -298,11 +299,13 @@ def optimize(
     warm_start_storage: str | None = typer.Option(
         None, "--warm-start-storage", help="Its storage (default: --storage)."
     ),
+    device: str = options.Device,
     as_json: bool = JsonOption,
 ) -> None:
     """Search shaking settings: maximise accuracy, minimise cost and leakage, within the caps."""
     import optuna
 
+    where = resolve_device(device)  # before anything is stored: a bad device leaves nothing behind
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial's error is reported once, cleanly
     url = storage_url(storage)
     backend = optuna_storage(url, **storage_options())
@@ -363,7 +366,7 @@ def optimize(
         stderr.print(
             f"warm start: enqueued {enqueued} settings from {warm_start_study}", highlight=False, markup=False
         )
-    runner = runner_for(config, StoredReferences(repository))
+    runner = runner_for(config, StoredReferences(repository), where)
     before = len(study.trials)
     with progress_bar() as bar:
         task = bar.add_task(f"{study_name}: starting", total=trials)
@@ -436,6 +439,7 @@ def worker(
     threads: int | None = typer.Option(
         None, "--threads", min=1, help="Torch threads (1 when one worker per core)."
     ),
+    device: str = options.Device,
     as_json: bool = JsonOption,
 ) -> None:
     """Join a study (made by 'optimize') and run trials until its shared budget or deadline is reached."""
@@ -448,6 +452,7 @@ def worker(
     from adaptive.budget import completed, run_budget, worker_name
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    where = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
     if sampler not in SAMPLERS:
@@ -468,7 +473,7 @@ def worker(
     study.set_user_attr(BUDGET_ATTR, budget)
     deadline = datetime.fromisoformat(budget["deadline"]) if budget.get("deadline") else None
     repository = Repository(url)
-    runner = runner_for(config, StoredReferences(repository))
+    runner = runner_for(config, StoredReferences(repository), where)
     with progress_bar() as bar:
         task = bar.add_task(f"{study_name} ({me})", total=budget["trials"], completed=completed(study))
 

@@ -9,11 +9,13 @@ from typing import Any
 
 import typer
 
+from adaptive.cli import options
 from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, stderr, warn
 from adaptive.cli.search import StorageOption
 from adaptive.runs import execute_run, queue_run, raise_on_sigterm
 from adaptive.scheduler import add_schedule, list_schedules, make_scheduler, remove_schedule
 from adaptive.selection import Candidate
+from objectives.device import resolve_device
 from operators.errors import SettingsError
 from storage.engine import storage_url
 from storage.repository import LEAKAGE_FIELDS, Repository, SelectionRecord
@@ -94,10 +96,12 @@ def read_token(path: Path | None) -> str | None:
 def run_job(
     run_id: int = typer.Argument(..., help="Run id (from the runs table)."),
     storage: str | None = StorageOption,
+    device: str = options.Device,
 ) -> None:
-    """Execute one queued run (the service starts this in a worker process)."""
+    """Execute one queued run (the service starts this in a worker process; it inherits the service's
+    environment, so SHAKETUNE_DEVICE set for the service chooses its workers' device)."""
     raise_on_sigterm()
-    run = execute_run(run_id, storage_url(storage))
+    run = execute_run(run_id, storage_url(storage), device=device)
     typer.echo(f"run {run.id} ({run.study_name}): {run.state}: {run.message}")
     if run.state != "succeeded":
         sys.exit(1)
@@ -107,9 +111,11 @@ def reoptimise(
     target: str = typer.Argument(..., help="Target name."),
     storage: str | None = StorageOption,
     trials: int | None = typer.Option(None, "--trials", min=1, help="Default: the target's trials per run."),
+    device: str = options.Device,
     as_json: bool = JsonOption,
 ) -> None:
     """Re-optimise a target now, in this process: a new study warm-started from its previous one."""
+    resolve_device(device)  # a device this machine lacks: refused before a run is queued
     url = storage_url(storage)
     repository = Repository(url)
     run = queue_run(repository, target, "reoptimise", trials)
@@ -119,7 +125,7 @@ def reoptimise(
         def stage(name: str, done: int, total: int) -> None:
             bar.update(task, description=f"{run.study_name}: {name} {done}/{total}")
 
-        run = execute_run(run.id, url, stage)
+        run = execute_run(run.id, url, stage, device)
     current = repository.current_selection(target)
     emit(
         {

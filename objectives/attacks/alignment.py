@@ -78,7 +78,7 @@ class AlignmentAttack:
         candidates = self._search_candidates(context)
         best: Outcome | None = None
         for start in self._starts(context, sample, candidates):
-            outcome = self._refine(start, sample, candidates)
+            outcome = self._refine(start, sample, candidates, context.device)
             if best is None or outcome.mutual_share > best.mutual_share:
                 best = outcome
             if best.mutual_share >= self.good_enough:
@@ -122,7 +122,7 @@ class AlignmentAttack:
             f"principal/{space.name}", lambda: principal_coordinates(space.public)
         )
         for k in self.principal_ks:
-            match = match_rows(shaken_pc[sample, :k], public_pc[candidates, :k])
+            match = match_rows(shaken_pc[sample, :k], public_pc[candidates, :k], context.device)
             if int(match.mutual.sum()) >= k:
                 a, b = sample[match.mutual], candidates[match.nearest[match.mutual]]
                 rotation = procrustes(space.shaken[a], space.public[b])
@@ -137,18 +137,20 @@ class AlignmentAttack:
         pick = lambda order: order[torch.linspace(0, len(order) - 1, n).round().long()]  # noqa: E731
         return procrustes(space.shaken[pick(shaken_order)], space.public[pick(public_order)])
 
-    def _refine(self, start: Start, sample: torch.Tensor, candidates: torch.Tensor) -> Outcome:
+    def _refine(
+        self, start: Start, sample: torch.Tensor, candidates: torch.Tensor, device: torch.device | None = None
+    ) -> Outcome:
         """Alternate matching and Procrustes on mutual nearest neighbours until they stop growing."""
         space, rotation = start.space, start.rotation
         public = space.public[candidates]
-        match = match_rows(space.shaken[sample] @ rotation, public)
+        match = match_rows(space.shaken[sample] @ rotation, public, device)
         for _ in range(self.iterations):
             anchors = match.mutual
             if int(anchors.sum()) < 2:
                 break
             a, b = sample[anchors], candidates[match.nearest[anchors]]
             candidate_rotation = procrustes(space.shaken[a], space.public[b])
-            candidate_match = match_rows(space.shaken[sample] @ candidate_rotation, public)
+            candidate_match = match_rows(space.shaken[sample] @ candidate_rotation, public, device)
             if candidate_match.mutual_share <= match.mutual_share:
                 break
             rotation, match = candidate_rotation, candidate_match

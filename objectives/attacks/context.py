@@ -11,6 +11,7 @@ import torch
 
 from objectives.attacks.matching import nearest_rows
 from objectives.attacks.view import CloudView, PublicKnowledge, bigram_counts
+from objectives.device import CPU
 
 T = TypeVar("T")
 EIGEN_FLOOR = 1e-6  # relative floor for covariance eigenvalues when whitening
@@ -77,11 +78,13 @@ SPACES = {
 
 
 class AttackContext:
-    """One view under attack, with the derived quantities cached."""
+    """One view under attack, with the derived quantities cached; the large matrix products run on
+    ``device`` (the rows stay on the CPU, answers come back there)."""
 
-    def __init__(self, view: CloudView, public: PublicKnowledge) -> None:
+    def __init__(self, view: CloudView, public: PublicKnowledge, device: torch.device = CPU) -> None:
         self.view = view
         self.public = public
+        self.device = device
         self._spaces: dict[str, Space] = {}
         self._cache: dict[str, object] = {}
 
@@ -128,7 +131,7 @@ class AttackContext:
         queries = space.shaken[self.observed]
         if rotation is not None:
             queries = queries @ rotation
-        nearest = nearest_rows(queries, space.public[self.candidates])
+        nearest = nearest_rows(queries, space.public[self.candidates], self.device)
         guess = torch.full((self.view.vocab_size,), -1, dtype=torch.long)
         guess[self.observed] = self.candidates[nearest]
         return guess

@@ -58,5 +58,5 @@ class FunctionAttack:
         observed = context.observed
         shaken = _direction(token_states(context.view.model, observed))
         guess = torch.full((context.view.vocab_size,), -1, dtype=torch.long)
-        guess[observed] = candidates[nearest_rows(shaken, reference)]
+        guess[observed] = candidates[nearest_rows(shaken, reference, context.device)]
         return Guess(guess, "each id alone through the trained body")

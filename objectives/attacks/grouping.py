@@ -51,8 +51,8 @@ def group_copies(
     rows = observed[: min(len(observed), limit, 3 * max(extra, 0) + 500)]
     if extra <= 0 or len(rows) < 2:
         return Groups(representative, 0)
-    points = centred(context.view.embedding)[rows]
-    distances = torch.cdist(points, points)
+    points = centred(context.view.embedding)[rows].to(context.device)
+    distances = torch.cdist(points, points).cpu()
     if by_context:
         distances = distances / distances.median() - CONTEXT_WEIGHT * neighbour_similarity(context, rows)
     distances.fill_diagonal_(float("inf"))
@@ -103,8 +103,8 @@ def neighbour_similarity(context: AttackContext, rows: torch.Tensor) -> torch.Te
         keep = row_index[own] >= 0
         flat = row_index[own[keep]] * (2 * width) + offset + feature[other[keep]]
         profiles.view(-1).index_add_(0, flat, counts[keep].to(torch.float32))
-    profiles = profiles / profiles.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    return profiles @ profiles.T
+    profiles = (profiles / profiles.norm(dim=1, keepdim=True).clamp_min(1e-12)).to(context.device)
+    return (profiles @ profiles.T).cpu()
 
 
 def merged_view(view: CloudView, groups: Groups) -> CloudView:
@@ -137,4 +137,4 @@ class GroupedAttack:
 
     def _merge(self, context: AttackContext) -> tuple[Groups, AttackContext]:
         groups = group_copies(context, self.by_context)
-        return groups, AttackContext(merged_view(context.view, groups), context.public)
+        return groups, AttackContext(merged_view(context.view, groups), context.public, context.device)

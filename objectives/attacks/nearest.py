@@ -43,15 +43,16 @@ class PosteriorAttack:
     def guess(self, context: AttackContext) -> Guess:
         space = context.space("centred")
         noise = noise_variance(space)
-        candidates = context.candidates
-        public = space.public[candidates]
+        candidates, where = context.candidates, context.device
+        public = space.public[candidates].to(where)
         bias = -(public * public).sum(dim=1) / (2 * noise)
         model = count_model(context)
         observed = context.observed
         guess = torch.full((context.view.vocab_size,), -1, dtype=torch.long)
         for start in range(0, len(observed), CHUNK):
             ids = observed[start : start + CHUNK]
-            score = space.shaken[ids] @ public.T
-            score.div_(noise).add_(bias).add_(model.log_likelihood(context.counts[ids], candidates))
-            guess[ids] = candidates[score.argmax(dim=1)]
+            score = space.shaken[ids].to(where) @ public.T
+            evidence = model.log_likelihood(context.counts[ids], candidates).to(where)
+            score.div_(noise).add_(bias).add_(evidence)
+            guess[ids] = candidates[score.argmax(dim=1).cpu()]
         return Guess(guess, f"noise {noise**0.5:.3g} per dimension")

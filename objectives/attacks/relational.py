@@ -35,6 +35,17 @@ def relation_profiles(rows: torch.Tensor, anchors: torch.Tensor, self_mask: torc
     return profile / profile.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+def top_two(
+    shaken: torch.Tensor, public: torch.Tensor, anchors: int, evidence: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two best public tokens of every shaken profile: correlation (scaled to ~N(0, 1) where
+    unrelated) plus frequency ``evidence``; the product on ``device``, values and indices on the CPU."""
+    score = (shaken.to(device) @ public.to(device).T) * math.sqrt(anchors)
+    score += evidence.to(device)
+    values, indices = score.topk(2, dim=1)
+    return values.cpu(), indices.cpu()
+
+
 @dataclass(frozen=True)
 class Alignment:
     """The map found in one space and how consistent it is (share of sampled rows mutual neighbours)."""
@@ -107,29 +118,34 @@ class RelationalAttack:
             public = relation_profiles(
                 space.public[candidates], space.public[targets], candidates[:, None] == targets[None, :]
             )
-            score = (shaken @ public.T) * math.sqrt(len(anchors))  # ~N(0, 1) where unrelated
-            score += self.prior_weight * counts.log_likelihood(context.counts[queries], candidates)
-            top = score.topk(2, dim=1)
-            confident = torch.argsort(top.values[:, 0] - top.values[:, 1], descending=True)
+            evidence = self.prior_weight * counts.log_likelihood(context.counts[queries], candidates)
+            values, indices = top_two(shaken, public, len(anchors), evidence, context.device)
+            confident = torch.argsort(values[:, 0] - values[:, 1], descending=True)
             confident = confident[: max(self.seeds, int(self.keep * size))]
-            anchors, targets = queries[confident], candidates[top.indices[confident, 0]]
+            anchors, targets = queries[confident], candidates[indices[confident, 0]]
         rotation = procrustes(space.shaken[anchors], space.public[targets])
-        rotation, share = self._refine(space, rotation, observed[: self.refine_sample], candidates)
+        sample = observed[: self.refine_sample]
+        rotation, share = self._refine(space, rotation, sample, candidates, device=context.device)
         return Alignment(space, rotation, share, len(anchors))
 
     @staticmethod
     def _refine(
-        space: Space, rotation: torch.Tensor, sample: torch.Tensor, candidates: torch.Tensor, rounds: int = 3
+        space: Space,
+        rotation: torch.Tensor,
+        sample: torch.Tensor,
+        candidates: torch.Tensor,
+        rounds: int = 3,
+        device: torch.device | None = None,
     ) -> tuple[torch.Tensor, float]:
         """Procrustes on mutual nearest neighbours while their share grows."""
         public = space.public[candidates]
-        match = match_rows(space.shaken[sample] @ rotation, public)
+        match = match_rows(space.shaken[sample] @ rotation, public, device)
         for _ in range(rounds):
             if int(match.mutual.sum()) < 2:
                 break
             pairs = sample[match.mutual], candidates[match.nearest[match.mutual]]
             candidate = procrustes(space.shaken[pairs[0]], space.public[pairs[1]])
-            candidate_match = match_rows(space.shaken[sample] @ candidate, public)
+            candidate_match = match_rows(space.shaken[sample] @ candidate, public, device)
             if candidate_match.mutual_share <= match.mutual_share:
                 break
             rotation, match = candidate, candidate_match

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import torch
+
 from objectives.attacks.alignment import AlignmentAttack
 from objectives.attacks.context import AttackContext, Guess
 from objectives.attacks.decipherment import ContextAttack
@@ -16,6 +18,7 @@ from objectives.attacks.grouping import GroupedAttack
 from objectives.attacks.nearest import NearestNeighbourAttack, PosteriorAttack
 from objectives.attacks.relational import RelationalAttack
 from objectives.attacks.view import CloudView, GroundTruth, PublicKnowledge
+from objectives.device import CPU
 
 
 class Attack(Protocol):
@@ -116,9 +119,11 @@ def run_attacks(
     attacks: Sequence[Attack] | None = None,
     advance: Callable[[str], None] | None = None,
     informed: bool = False,
+    device: torch.device = CPU,
 ) -> LeakageReport:
-    """Run ``attacks`` (default: the whole suite, or the informed one) and score them with the truth."""
-    context = AttackContext(view, public)
+    """Run ``attacks`` (default: the whole suite, or the informed one) and score them with the truth;
+    their large matrix products run on ``device``."""
+    context = AttackContext(view, public, device)
     scores = {}
     for attack in attacks or suite_for(view, public, informed):
         started = time.perf_counter()
