@@ -4,7 +4,9 @@ Parameters: ``coverage`` (the horizontal share), one ``use_<op>`` switch per ver
 operators, hence how many), and for each switched-on operator ``<op>.intensity`` and ``<op>.dimension``
 (conditional parameters); ``homophones.max_share`` (frequency flattening; 1.0 is a 1:1 permutation) and,
 below 1, ``homophones.copy_noise``; ``recovery.steps`` and, when above 0, ``recovery.part`` (recovery
-training on public text); then ``tuning.steps``, ``tuning.learning_rate`` and ``tuning.mode``. The
+training on public text); then ``tuning.steps``, ``tuning.learning_rate`` and ``tuning.mode`` (and, for
+mode lora, ``tuning.lora_rank``, with alpha twice the rank, a common choice that keeps the update scale
+fixed across ranks). The
 chain applies the chosen operators in a fixed order: linear maps first (tilt, inflate, addv), noise
 last. The budget takes values from short lists so that plaintext references are shared between trials.
 """
@@ -17,6 +19,7 @@ from typing import Any
 
 import optuna
 
+from objectives.lora import AUTO_TARGETS
 from objectives.recovery_training import RECOVERY_OBJECTIVES, RECOVERY_PARTS, RecoveryBudget
 from objectives.trial import TrialSettings
 from objectives.tuning import TUNING_MODES, TuningBudget
@@ -58,6 +61,8 @@ class SearchSpace:
     recovery_objective: str = "distill"
     max_shares: tuple[float, ...] = (1.0, 0.005, 0.002)
     copy_noise: tuple[float, float] = COPY_NOISE_RANGE
+    lora_ranks: tuple[int, ...] = (8,)
+    lora_targets: str = AUTO_TARGETS
 
     def __post_init__(self) -> None:
         low, high = self.coverage
@@ -84,6 +89,8 @@ class SearchSpace:
             raise SettingsError(f"copy noise range must lie in [0, {MAX_COPY_NOISE}], got {self.copy_noise}")
         if self.recovery_objective == "lm" and min(self.max_shares) < 1.0 and max(self.recovery_steps) > 0:
             raise SettingsError("recovery objective 'lm' cannot train homophonic keys; use 'distill'")
+        if not self.lora_ranks or not all(1 <= r <= 1024 for r in self.lora_ranks):
+            raise SettingsError("LoRA ranks must lie in [1, 1024]")
         bad_modes = [m for m in self.modes if m not in TUNING_MODES]
         if not self.modes or bad_modes:
             raise SettingsError(f"tuning modes must be among {', '.join(TUNING_MODES)}")
@@ -121,12 +128,14 @@ class SearchSpace:
             recovery = RecoveryBudget(
                 recovery_steps, self.batch_size, part=part, objective=self.recovery_objective
             )
-        budget = TuningBudget(
-            steps=trial.suggest_categorical("tuning.steps", list(self.steps)),
-            batch_size=self.batch_size,
-            learning_rate=trial.suggest_categorical("tuning.learning_rate", list(self.learning_rates)),
-            mode=trial.suggest_categorical("tuning.mode", list(self.modes)),
-        )
+        steps = trial.suggest_categorical("tuning.steps", list(self.steps))
+        learning_rate = trial.suggest_categorical("tuning.learning_rate", list(self.learning_rates))
+        mode = trial.suggest_categorical("tuning.mode", list(self.modes))
+        lora = {}
+        if mode == "lora":
+            rank = trial.suggest_categorical("tuning.lora_rank", list(self.lora_ranks))
+            lora = {"lora_rank": rank, "lora_alpha": 2.0 * rank, "lora_targets": self.lora_targets}
+        budget = TuningBudget(steps, self.batch_size, learning_rate, mode, **lora)
         return TrialSettings(ShakeSettings(coverage, tuple(chain), homophones), budget, recovery)
 
     def params_of(self, settings: TrialSettings) -> dict[str, Any]:
@@ -161,6 +170,8 @@ class SearchSpace:
             self.learning_rates, key=lambda lr: abs(math.log(lr) - math.log(tuning.learning_rate))
         )
         params["tuning.mode"] = tuning.mode if tuning.mode in self.modes else self.modes[0]
+        if params["tuning.mode"] == "lora":
+            params["tuning.lora_rank"] = min(self.lora_ranks, key=lambda r: abs(r - tuning.lora_rank))
         return params
 
 

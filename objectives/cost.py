@@ -2,9 +2,11 @@
 
 The search minimises the FLOP figure because seconds on a shared machine are noise. It is an estimate
 from batch shapes: a transformer forward pass costs 2 x (non-embedding parameters) per token plus
-4 x layers x hidden x width per token for attention; a training step costs 3 forward passes when every
-weight trains and 2 when only the embeddings and the head do (activation gradients still flow through
-every layer, weight gradients do not).
+4 x layers x hidden x width per token for attention, plus 2 x hidden x vocabulary per token for a
+vocabulary output tied to the embedding (an untied one is a body parameter); a training step costs 3
+forward passes when every weight trains and 2 when only the embeddings and the head, or only LoRA
+adapters, do (activation gradients still flow through every frozen layer, weight gradients do not), and
+LoRA adds 6 x adapter parameters per token.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ import re
 import resource
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch import nn
 
-TRAIN_MULTIPLIER = {"full": 3.0, "embeddings+head": 2.0, "body": 3.0}
+TRAIN_MULTIPLIER = {"full": 3.0, "embeddings+head": 2.0, "body": 3.0, "lora": 2.0}
 NOISE_FLOPS_PER_ENTRY = 20.0  # keystream bytes, Box-Muller/inverse-CDF transform and the addition
 ADAM_FLOPS_PER_PARAMETER = 12.0  # moments, bias correction, square root, division, update
 TRAINED_BYTES_PER_PARAMETER = 16  # float32 weight, gradient and Adam's two moments
@@ -75,6 +77,7 @@ class ModelShape:
     layers: int
     hidden: int
     vocab: int
+    tied_output_rows: int = 0  # rows of a vocabulary output that shares the input embedding's weight
 
     @classmethod
     def of(cls, model: nn.Module) -> ModelShape:
@@ -85,19 +88,34 @@ class ModelShape:
         config = model.config
         layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 1)
         hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 1)
-        vocab = model.get_input_embeddings().weight.shape[0]
-        return cls(int(body), int(layers), int(hidden), int(vocab))
+        embedding = model.get_input_embeddings().weight
+        getter = getattr(model, "get_output_embeddings", None)
+        output = getter() if getter else None
+        tied = output is not None and getattr(output, "weight", None) is embedding
+        return cls(
+            int(body), int(layers), int(hidden), int(embedding.shape[0]), embedding.shape[0] if tied else 0
+        )
+
+    def with_vocabulary(self, rows: int) -> ModelShape:
+        """The shape once a homophonic key has grown the vocabulary to ``rows`` (a tied output grows too)."""
+        return replace(self, vocab=rows, tied_output_rows=rows if self.tied_output_rows else 0)
 
     def forward_flops(self, shapes: Iterable[tuple[int, int]]) -> float:
         """Forward FLOPs over batches given as (rows, padded width)."""
         total = 0.0
         for rows, width in shapes:
             tokens = rows * width
-            total += tokens * (2.0 * self.body_parameters + 4.0 * self.layers * self.hidden * width)
+            per_token = 2.0 * self.body_parameters + 4.0 * self.layers * self.hidden * width
+            total += tokens * (per_token + 2.0 * self.hidden * self.tied_output_rows)
         return total
 
-    def training_flops(self, shapes: Iterable[tuple[int, int]], mode: str) -> float:
-        return TRAIN_MULTIPLIER[mode] * self.forward_flops(shapes)
+    def training_flops(
+        self, shapes: Iterable[tuple[int, int]], mode: str, adapter_parameters: int = 0
+    ) -> float:
+        """FLOPs of training steps over batches; ``adapter_parameters``: LoRA's, trained in mode lora."""
+        shapes = list(shapes)
+        tokens = sum(rows * width for rows, width in shapes)
+        return TRAIN_MULTIPLIER[mode] * self.forward_flops(shapes) + 6.0 * adapter_parameters * tokens
 
 
 def implant_flops(vocab: int, dims: Iterable[tuple[str, int]]) -> float:

@@ -138,3 +138,21 @@ def check_model(name: str) -> None:
         raise ShaketuneError("the model name is empty")
     _load(transformers.AutoConfig.from_pretrained, name)
     load_tokenizer(name)
+
+
+@functools.lru_cache(maxsize=2)
+def _pretrained_causal_lm(name: str) -> nn.Module:
+    import transformers
+
+    if language_model_loader(name) is not transformers.AutoModelForCausalLM:
+        raise ShaketuneError(
+            f"model {name!r} is not a causal language model (a language-model task needs a decoder such as "
+            "GPT-2, Llama or Qwen; build a small one with `shaketune small-lm`)"
+        )
+    return _load(transformers.AutoModelForCausalLM.from_pretrained, name).eval()
+
+
+def pretrained_causal_lm(name: str) -> nn.Module:
+    """A fresh copy of the causal language model ``name`` (a language-model task's starting point); the
+    weights are read from disk once per process."""
+    return copy.deepcopy(_pretrained_causal_lm(name))

@@ -20,6 +20,9 @@ from objectives.data import DataError, LabelledText, check_labelled_text, check_
 _RANGE = re.compile(r"^(?P<location>.+?)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
 MIN_ROWS = 4  # a source selecting fewer rows is refused when a task is checked
 MAX_PUBLIC_OVERLAP = 0.1  # public text may share at most this share of its rows with the private ones
+CLASSIFICATION = "classification"  # a sequence classifier: text and label per row
+LM = "lm"  # a causal language model: a document, or a prompt and its response, per row
+TASK_KINDS = (CLASSIFICATION, LM)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,13 @@ class DataSource:
         """Texts and labels of the selected rows (read once per process; a changed file is read again)."""
         columns = self._rows((text_column, label_column), header)
         return check_labelled_text(columns[text_column], columns[label_column], str(self))
+
+    def load_pairs(self, prompt_column: str, text_column: str, header: bool = True) -> list[tuple[str, str]]:
+        """(prompt, response) of the selected rows, for language-model tasks with prompts."""
+        columns = self._rows((text_column, prompt_column), header)
+        check_texts(columns[text_column], str(self))
+        check_texts(columns[prompt_column], str(self))
+        return list(zip(columns[prompt_column], columns[text_column], strict=True))
 
     def load_texts(self, text_column: str = "sentence", header: bool = True) -> list[str]:
         """Texts of the selected rows, for sources without labels (the attacker's public text)."""
@@ -126,6 +136,14 @@ class TaskSpec:
     text_column: str = "sentence"
     label_column: str = "label"
     header: bool = True  # False: csv/tsv files without a header line, columns given by position
+    kind: str = CLASSIFICATION
+    prompt_column: str | None = None  # lm only: the prompt; text_column is then the response (the targets)
+
+    def __post_init__(self) -> None:
+        if self.kind not in TASK_KINDS:
+            raise DataError(f"task kind must be one of {', '.join(TASK_KINDS)}, got {self.kind!r}")
+        if self.prompt_column is not None and self.kind != LM:
+            raise DataError("a prompt column belongs to language-model tasks (kind lm)")
 
     @classmethod
     def sst2(cls, root: str | Path = "../shared/data/sst2") -> TaskSpec:
@@ -140,11 +158,17 @@ class TaskSpec:
             DataSource(str(root / "dev.tsv"), 1000, None),
         )
 
+    @property
+    def is_lm(self) -> bool:
+        return self.kind == LM
+
     def describe(self) -> str:
-        return f"train {self.train} | eval {self.eval} | public {self.public}"
+        kind = f"{self.kind}: " if self.is_lm else ""
+        return f"{kind}train {self.train} | eval {self.eval} | public {self.public}"
 
     def to_dict(self) -> dict[str, Any]:
-        """``header`` appears only when False, so tasks stored before it existed keep their fingerprint."""
+        """``header``, ``kind`` and ``prompt_column`` appear only when not at their defaults, so tasks
+        stored before they existed keep their fingerprint."""
         return {
             "train": str(self.train),
             "eval": str(self.eval),
@@ -152,6 +176,8 @@ class TaskSpec:
             "text_column": self.text_column,
             "label_column": self.label_column,
             **({} if self.header else {"header": False}),
+            **({"kind": self.kind} if self.is_lm else {}),
+            **({"prompt_column": self.prompt_column} if self.prompt_column is not None else {}),
             "describe": self.describe(),
         }
 
@@ -164,6 +190,8 @@ class TaskSpec:
             str(data.get("text_column", "sentence")),
             str(data.get("label_column", "label")),
             bool(data.get("header", True)),
+            str(data.get("kind", CLASSIFICATION)),
+            None if data.get("prompt_column") is None else str(data["prompt_column"]),
         )
 
     def load_train(self) -> LabelledText:
@@ -175,18 +203,20 @@ class TaskSpec:
     def load_public(self) -> list[str]:
         return self.public.load_texts(self.text_column, self.header)
 
+    def load_documents(self, source: DataSource) -> list[tuple[str, str]]:
+        """A language-model source as (prompt, text) pairs; the prompt is empty for plain documents."""
+        if self.prompt_column is None:
+            return [("", text) for text in source.load_texts(self.text_column, self.header)]
+        return source.load_pairs(self.prompt_column, self.text_column, self.header)
+
     def check(self, min_rows: int = MIN_ROWS) -> dict[str, int]:
         """Load every source now and refuse what would fail later, or leak: fewer than ``min_rows``
         rows, a single training label, evaluation labels the training data lacks, public text that is
         largely the private training rows. Returns the row counts; messages never quote a row."""
+        if self.is_lm:
+            return self._check_lm(min_rows)
         train, evaluation, public = self.load_train(), self.load_eval(), self.load_public()
-        for name, source, rows in (
-            ("train", self.train, len(train)),
-            ("eval", self.eval, len(evaluation)),
-            ("public", self.public, len(public)),
-        ):
-            if rows < min_rows:
-                raise DataError(f"{name} source {source} selects {rows} rows; at least {min_rows} are needed")
+        self._check_rows(min_rows, train=len(train), eval=len(evaluation), public=len(public))
         if len(train.label_set()) < 2:
             raise DataError(f"train source {self.train} has a single label; a classifier needs two or more")
         if {type(x) for x in train.labels} != {type(x) for x in evaluation.labels}:
@@ -196,14 +226,34 @@ class TaskSpec:
             raise DataError(
                 f"eval source {self.eval} has {len(unseen)} label(s) that never occur in the training data"
             )
-        private = set(train.texts)
+        self._check_overlap(set(train.texts), public)
+        return {"train": len(train), "eval": len(evaluation), "public": len(public)}
+
+    def _check_lm(self, min_rows: int) -> dict[str, int]:
+        """A language-model task's checks: enough rows, public text disjoint from the private documents."""
+        train, evaluation = self.load_documents(self.train), self.load_documents(self.eval)
+        public = self.load_public()
+        self._check_rows(min_rows, train=len(train), eval=len(evaluation), public=len(public))
+        self._check_overlap({text for _, text in train}, public)
+        return {"train": len(train), "eval": len(evaluation), "public": len(public)}
+
+    def _check_rows(self, min_rows: int, **counts: int) -> None:
+        """Refuse a source selecting fewer than ``min_rows`` rows."""
+        sources = {"train": self.train, "eval": self.eval, "public": self.public}
+        for name, rows in counts.items():
+            if rows < min_rows:
+                raise DataError(
+                    f"{name} source {sources[name]} selects {rows} rows; at least {min_rows} are needed"
+                )
+
+    def _check_overlap(self, private: set[str], public: list[str]) -> None:
+        """Refuse public text that is largely the private rows (it would hand the attacker the data)."""
         shared = sum(text in private for text in public)
         if shared > MAX_PUBLIC_OVERLAP * len(public):
             raise DataError(
                 f"public text {self.public} repeats private training rows: {shared} of its {len(public)} "
                 f"rows are in {self.train}; the attacker's public text must be disjoint from the private data"
             )
-        return {"train": len(train), "eval": len(evaluation), "public": len(public)}
 
     def fingerprint(self) -> str:
         """SHA-256 over the sources, their row ranges and the content of local files."""

@@ -37,7 +37,7 @@ from objectives.cost import (
 from objectives.data import DataError, label_ids
 from objectives.device import CPU, describe_device
 from objectives.encoded import encode_token_ids
-from objectives.evaluation import Accuracy, evaluate_accuracy
+from objectives.evaluation import evaluate_accuracy
 from objectives.leakage import (
     BOUND,
     StagedLeakage,
@@ -47,7 +47,9 @@ from objectives.leakage import (
     measure_leakage,
     public_knowledge,
 )
-from objectives.models import DEFAULT_MODEL, load_tokenizer, pretrained_classifier
+from objectives.lora import adapter_parameters
+from objectives.models import DEFAULT_MODEL, load_tokenizer, pretrained_causal_lm, pretrained_classifier
+from objectives.next_token import PreparedLM, evaluate_next_token, fine_tune_lm, prepare_lm_task
 from objectives.recovery_training import RecoveryBudget, RecoveryRun, recovery_train_shaken, split_heldout
 from objectives.task import TaskSpec
 from objectives.tokens import length_sorted_batches, tokenize
@@ -156,14 +158,17 @@ class TrialResult:
     seconds: dict[str, StageTime]
     peak_memory_mb: float
     embedding_memory_mb: float = 0.0  # the shaken input embedding in training (grows with homophones)
-    accuracy: float | None = None
+    accuracy: float | None = None  # classification accuracy, or next-token accuracy for a language model
     plaintext_accuracy: float | None = None
+    perplexity: float | None = None  # language-model tasks: held-out perplexity by private inference
+    plaintext_perplexity: float | None = None
     baseline_accuracy: float | None = None  # always answering the most common training label
     accuracy_without_recovery: float | None = None  # same key and tuning, recovery training skipped
     recovered_accuracy: float | None = None  # the recovered model on plaintext (Fidelity.check_recovered)
     recovery: RecoveryRun | None = None
     stopped_early: bool = False
     device: str = "cpu"  # where the models and the attacks' matrix products ran (describe_device)
+    task_kind: str = "classification"  # or "lm": accuracy is then next-token accuracy
     leakage_report: StagedLeakage | None = field(default=None, repr=False, compare=False)
 
     def leakage(self, measure: str) -> float:
@@ -183,6 +188,8 @@ class TrialResult:
             "key_fingerprint": self.key_fingerprint,
             "accuracy": self.accuracy,
             "plaintext_accuracy": self.plaintext_accuracy,
+            "perplexity": self.perplexity,
+            "plaintext_perplexity": self.plaintext_perplexity,
             "baseline_accuracy": self.baseline_accuracy,
             "accuracy_gap": self.accuracy_gap,
             "accuracy_without_recovery": self.accuracy_without_recovery,
@@ -201,6 +208,7 @@ class TrialResult:
             "embedding_memory_mb": self.embedding_memory_mb,
             "stopped_early": self.stopped_early,
             "device": self.device,
+            "task_kind": self.task_kind,
         }
 
 
@@ -251,6 +259,17 @@ def prepare_task(task: TaskSpec, model: str, fidelity: Fidelity) -> PreparedTask
         num_labels=max(train_labels) + 1,
         pad_id=tokenizer.pad_token_id or 0,
     )
+
+
+PERPLEXITY_SUFFIX = "/perplexity"  # a language-model reference's perplexity, beside its accuracy
+
+
+@dataclass(frozen=True)
+class Score:
+    """What evaluation measures: accuracy, and a language model's perplexity."""
+
+    accuracy: float
+    perplexity: float | None = None
 
 
 LEARNT_MARGIN = 0.01  # accuracy within this of the baseline: the task was not learnt
@@ -331,10 +350,12 @@ class TrialRunner:
         self.fidelity = fidelity or Fidelity()
         self.references = references
         self.device = device
-        self._plaintext: dict[str, float] = {}
+        self._plaintext: dict[str, Score] = {}
 
     @functools.cached_property
-    def data(self) -> PreparedTask:
+    def data(self) -> PreparedTask | PreparedLM:
+        if self.task.is_lm:
+            return prepare_lm_task(self.task, self.model_name, self.fidelity)
         return prepare_task(self.task, self.model_name, self.fidelity)
 
     @functools.cached_property
@@ -342,7 +363,9 @@ class TrialRunner:
         return load_tokenizer(self.model_name)
 
     def pretrained(self) -> nn.Module:
-        """A fresh copy of the pretrained classifier."""
+        """A fresh copy of the pretrained model: a classifier, or the causal LM of a language-model task."""
+        if self.task.is_lm:
+            return pretrained_causal_lm(self.model_name)
         return pretrained_classifier(self.model_name, self.data.num_labels)
 
     @functools.cached_property
@@ -369,12 +392,13 @@ class TrialRunner:
         plan = batch_plan(len(self.data.train_ids), settings.tuning, seed)
         evaluation = length_sorted_batches([len(s) for s in self.data.eval_ids], EVAL_BATCH)
         added = self.added_rows(settings.shaking)
+        shape = self.shape.with_vocabulary(self.shape.vocab + added)  # a tied head grows with the copies
         flops = {
             "implant": implant_flops(self.shape.vocab + added, dims),
-            "tuning": self.shape.training_flops(
-                batch_shapes(self.data.train_ids, plan), settings.tuning.mode
+            "tuning": shape.training_flops(
+                batch_shapes(self.data.train_ids, plan), settings.tuning.mode, self.adapters(settings.tuning)
             ),
-            "inference": self.shape.forward_flops(batch_shapes(self.data.eval_ids, evaluation)),
+            "inference": shape.forward_flops(batch_shapes(self.data.eval_ids, evaluation)),
             "recovery": self._recovery_flops(settings.recovery, seed),
         }
         if added:  # copy noise, and the optimiser's updates of the added rows at every training step
@@ -383,6 +407,12 @@ class TrialRunner:
                 added, hidden, settings.shaking.homophones.copy_noise, steps
             )
         return flops
+
+    def adapters(self, tuning: TuningBudget) -> int:
+        """LoRA parameters the tuning trains (0 outside mode lora)."""
+        if tuning.mode != "lora":
+            return 0
+        return adapter_parameters(self.pretrained(), tuning.lora_rank, tuning.lora_targets)
 
     def _recovery_flops(self, budget: RecoveryBudget, seed: int) -> float:
         """Recovery training is paid once per key, however many tuning jobs reuse the key."""
@@ -406,21 +436,57 @@ class TrialRunner:
 
     def plaintext_accuracy(self, tuning: TuningBudget, seed: int) -> float:
         """Accuracy of plaintext tuning at the same budget (measured once, then cached)."""
+        return self.plaintext_score(tuning, seed).accuracy
+
+    def plaintext_score(self, tuning: TuningBudget, seed: int) -> Score:
+        """Accuracy (and a language model's perplexity) of plaintext tuning at the same budget, measured
+        once, then cached (perplexity under the reference's key + "/perplexity")."""
         key = self.reference_key(tuning, seed)
         if key not in self._plaintext:
-            stored = self.references.get(key) if self.references else None
-            if stored is None:
-                stored = self._plaintext_accuracy(tuning, seed)
+            accuracy = self.references.get(key) if self.references else None
+            perplexity = self.references.get(key + PERPLEXITY_SUFFIX) if self.references else None
+            if accuracy is None or (self.task.is_lm and perplexity is None):
+                model = self.pretrained()
+                self._train(model, self.data.train_ids, tuning, seed)
+                measured = self._evaluate(model)
+                accuracy, perplexity = measured.accuracy, measured.perplexity
                 if self.references:
-                    self.references.put(key, stored)
-            self._plaintext[key] = stored
+                    self.references.put(key, accuracy)
+                    if perplexity is not None:
+                        self.references.put(key + PERPLEXITY_SUFFIX, perplexity)
+            self._plaintext[key] = Score(accuracy, perplexity)
         return self._plaintext[key]
 
-    def _plaintext_accuracy(self, tuning: TuningBudget, seed: int) -> float:
-        """Tune the pretrained classifier on plaintext ids and measure it, on the runner's device."""
-        data, model = self.data, self.pretrained()
-        fine_tune(model, data.train_ids, data.train_labels, tuning, data.pad_id, seed, device=self.device)
-        return evaluate_accuracy(model, data.eval_ids, data.eval_labels, data.pad_id).accuracy
+    def _train(
+        self,
+        model: nn.Module,
+        train_ids: list[list[int]],
+        budget: TuningBudget,
+        seed: int,
+        advance: Callable[[int], None] | None = None,
+    ) -> None:
+        """Tune ``model`` on (plaintext or shaken) training ids with the task's loss, on the device."""
+        data = self.data
+        if isinstance(data, PreparedLM):
+            fine_tune_lm(
+                model, train_ids, data.train_loss_from, budget, data.pad_id, seed, advance, self.device
+            )
+        else:
+            fine_tune(model, train_ids, data.train_labels, budget, data.pad_id, seed, advance, self.device)
+
+    def _evaluate(self, model: nn.Module, key: ShakeKey | None = None) -> Score:
+        """The task's score on the evaluation slice; with ``key`` by private inference, whose homophonic
+        copy choices repeat for the same key."""
+        data = self.data
+        source = key.occurrence_stream("inference") if key is not None else None
+        model.to(self.device)
+        if isinstance(data, PreparedLM):
+            score = evaluate_next_token(model, data.eval_ids, data.eval_loss_from, data.pad_id, key, source)
+            return Score(score.accuracy, score.perplexity)
+        accuracy = evaluate_accuracy(
+            model, data.eval_ids, data.eval_labels, data.pad_id, key=key, source=source
+        )
+        return Score(accuracy.accuracy)
 
     def run(
         self,
@@ -494,7 +560,7 @@ class TrialRunner:
 
         report("inference", 0, 1)
         with Stopwatch() as watch:
-            accuracy = self._private_accuracy(shaken, key)
+            private = self._evaluate(shaken, key)
         seconds["inference"] = watch.time
         if self.fidelity.check_recovered:
             with Stopwatch() as watch:
@@ -504,23 +570,19 @@ class TrialRunner:
         if without_recovery is not None:
             with Stopwatch() as watch:
                 self._tune(without_recovery, shaken_train, settings.tuning, tuning_seed, report)
-                recovered["accuracy_without_recovery"] = self._private_accuracy(
-                    without_recovery, key
-                ).accuracy
+                recovered["accuracy_without_recovery"] = self._evaluate(without_recovery, key).accuracy
             seconds["without_recovery"] = watch.time
 
         report("plaintext reference", 0, 1)
         with Stopwatch() as watch:
-            plaintext = self.plaintext_accuracy(settings.tuning, tuning_seed)
+            plaintext = self.plaintext_score(settings.tuning, tuning_seed)
         seconds["plaintext_reference"] = watch.time
-        return finish(accuracy=accuracy.accuracy, plaintext_accuracy=plaintext, **recovered)
-
-    def _private_accuracy(self, shaken: nn.Module, key: ShakeKey) -> Accuracy:
-        """Accuracy by private inference; a homophonic key's copy choices repeat for the same key."""
-        data = self.data
-        source = key.occurrence_stream("inference")
-        return evaluate_accuracy(
-            shaken, data.eval_ids, data.eval_labels, data.pad_id, key=key, source=source, device=self.device
+        return finish(
+            accuracy=private.accuracy,
+            perplexity=private.perplexity,
+            plaintext_accuracy=plaintext.accuracy,
+            plaintext_perplexity=plaintext.perplexity,
+            **recovered,
         )
 
     def _recovered_accuracy(self, shaken: nn.Module, key: ShakeKey) -> float:
@@ -528,10 +590,7 @@ class TrialRunner:
         shaken one."""
         model = copy.deepcopy(shaken).to(CPU)
         recover_model(model, key)
-        data = self.data
-        return evaluate_accuracy(
-            model, data.eval_ids, data.eval_labels, data.pad_id, device=self.device
-        ).accuracy
+        return self._evaluate(model).accuracy
 
     def _tune(
         self,
@@ -541,9 +600,7 @@ class TrialRunner:
         seed: int,
         report: Progress,
     ) -> None:
-        advance = _counter("tuning", budget.steps, report)
-        data = self.data
-        fine_tune(model, shaken_train, data.train_labels, budget, data.pad_id, seed, advance, self.device)
+        self._train(model, shaken_train, budget, seed, _counter("tuning", budget.steps, report))
 
     def _recovery_train(
         self, shaken: nn.Module, key: ShakeKey, budget: RecoveryBudget, seed: int, report: Progress
@@ -595,6 +652,7 @@ class TrialRunner:
             peak_memory_mb=peak_memory_mb(),
             embedding_memory_mb=embedding_memory_mb(key.shaken_vocab_size, self.shape.hidden),
             baseline_accuracy=self.data.baseline_accuracy,
+            task_kind=self.task.kind,
             device=describe_device(self.device),
             leakage_report=leakage,
             **measured,

@@ -1,11 +1,13 @@
-"""Fine-tuning a sequence classifier on token ids: what the cloud does with the shaken upload.
+"""Fine-tuning on token ids: what the cloud does with the shaken upload.
 
-The same function tunes a plaintext model (the reference) and a shaken model on shaken ids (private
-tuning): the cloud cannot tell the difference, and neither can this code.
+The same functions tune a plaintext model (the reference) and a shaken model on shaken ids (private
+tuning): the cloud cannot tell the difference, and neither can this code. :func:`train_steps` is the
+loop every task kind shares; :func:`fine_tune` is the sequence classifier's loss.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -15,11 +17,14 @@ import torch
 from torch import nn
 
 from objectives.device import autocast, model_device
+from objectives.lora import AUTO_TARGETS, lora_adapters
 from objectives.tokens import pad_batch
 from operators.errors import SettingsError
 
-# "body": every weight but the input embedding; the shaken rows the cloud holds stay as uploaded
-TUNING_MODES = ("full", "embeddings+head", "body")
+# "body": every weight but the input embedding; the shaken rows the cloud holds stay as uploaded;
+# "lora": low-rank adapters beside frozen weights (objectives/lora.py), merged after training
+TUNING_MODES = ("full", "embeddings+head", "body", "lora")
+LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_targets")
 
 
 def check_step_budget(
@@ -58,14 +63,28 @@ class TuningBudget:
     batch_size: int = 16
     learning_rate: float = 5e-5
     mode: str = "full"
+    lora_rank: int = 8  # mode "lora" only: adapter rank, scale alpha / rank, target module names
+    lora_alpha: float = 16.0
+    lora_targets: str = AUTO_TARGETS
 
     def __post_init__(self) -> None:
         check_step_budget(self.steps, self.batch_size, self.learning_rate)
         if self.mode not in TUNING_MODES:
             raise ValueError(f"mode must be one of {', '.join(TUNING_MODES)}, got {self.mode!r}")
+        if not 1 <= self.lora_rank <= 1024:
+            raise ValueError(f"lora_rank must be in [1, 1024], got {self.lora_rank}")
+        if not 0 < self.lora_alpha <= 4096:
+            raise ValueError(f"lora_alpha must be in (0, 4096], got {self.lora_alpha}")
+        if not self.lora_targets.strip():
+            raise ValueError("lora_targets must be 'auto' or comma-separated module names")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The LoRA fields appear only in mode ``lora``, so budgets stored before it keep their form."""
+        data = asdict(self)
+        if self.mode != "lora":
+            for name in LORA_FIELDS:
+                data.pop(name)
+        return data
 
 
 @dataclass(frozen=True)
@@ -88,21 +107,26 @@ def without_input_embedding(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p is not embedding]
 
 
-def _trainable(model: nn.Module, mode: str) -> list[nn.Parameter]:
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """A classifier's head (classifier, score, pooler): new weights every mode must train."""
+    return [
+        p
+        for name, p in model.named_parameters()
+        if name.startswith(HEAD_PREFIXES) or ".pooler." in f".{name}"
+    ]
+
+
+def _trainable(model: nn.Module, mode: str, adapters: Sequence[nn.Parameter] = ()) -> list[nn.Parameter]:
     """``full``: every weight; ``embeddings+head``: the input embedding, the pooler and the classifier;
-    ``body``: every weight but the input embedding."""
-    if mode == "full":
+    ``body``: every weight but the input embedding; ``lora``: the ``adapters`` and a classifier's head."""
+    if mode == "lora":
+        chosen = [*adapters, *head_parameters(model)]
+    elif mode == "full":
         chosen = list(model.parameters())
     elif mode == "body":
         chosen = without_input_embedding(model)
     else:
-        embedding = model.get_input_embeddings().weight
-        head = [
-            p
-            for name, p in model.named_parameters()
-            if name.startswith(HEAD_PREFIXES) or ".pooler." in f".{name}"
-        ]
-        chosen = [embedding, *head]
+        chosen = [model.get_input_embeddings().weight, *head_parameters(model)]
     keep = {id(p) for p in chosen}
     for parameter in model.parameters():
         parameter.requires_grad_(id(parameter) in keep)
@@ -138,6 +162,52 @@ def batch_plan(examples: int, budget: StepBudget, seed: int = 0) -> list[list[in
     return plan
 
 
+BatchLoss = Callable[[list[int], torch.device], tuple[torch.Tensor, int]]  # rows -> (loss, tokens)
+
+
+def train_steps(
+    model: nn.Module,
+    examples: int,
+    budget: TuningBudget,
+    batch_loss: BatchLoss,
+    seed: int = 0,
+    advance: Callable[[int], None] | None = None,
+    device: torch.device | None = None,
+) -> TuningRun:
+    """Train ``model`` in place on the batches of :func:`batch_plan`, on ``device`` (moved there once;
+    None: where it is), under mixed precision where the device supports it; ``batch_loss`` turns a
+    batch's example indices into its loss."""
+    if device is not None:
+        model.to(device)
+    where = model_device(model)
+    plan = batch_plan(examples, budget, seed)
+    torch.manual_seed(seed)  # dropout
+    adapters = (
+        lora_adapters(model, budget.lora_rank, budget.lora_alpha, budget.lora_targets)
+        if budget.mode == "lora"
+        else contextlib.nullcontext([])
+    )
+    started, tokens, loss_value = time.perf_counter(), 0, float("nan")
+    with adapters as adapter_parameters:
+        optimiser = adamw(_trainable(model, budget.mode, adapter_parameters), budget.learning_rate)
+        model.train()
+        for rows in plan:
+            with autocast(where):
+                loss, batch_tokens = batch_loss(rows, where)
+            loss.backward()
+            optimiser.step()
+            optimiser.zero_grad(set_to_none=True)
+            tokens += batch_tokens
+            loss_value = float(loss.detach())
+            if advance:
+                advance(1)
+        model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    seconds = time.perf_counter() - started
+    return TuningRun(budget.steps, budget.steps * budget.batch_size, tokens, loss_value, seconds)
+
+
 def fine_tune(
     model: nn.Module,
     token_ids: Sequence[Sequence[int]],
@@ -148,30 +218,12 @@ def fine_tune(
     advance: Callable[[int], None] | None = None,
     device: torch.device | None = None,
 ) -> TuningRun:
-    """Train ``model`` in place on the batches of :func:`batch_plan`, on ``device`` (moved there once;
-    None: where it is), under mixed precision where the device supports it."""
-    if device is not None:
-        model.to(device)
-    where = model_device(model)
-    plan = batch_plan(len(token_ids), budget, seed)
-    torch.manual_seed(seed)  # dropout
-    optimiser = adamw(_trainable(model, budget.mode), budget.learning_rate)
-    model.train()
-    started, tokens, loss_value = time.perf_counter(), 0, float("nan")
-    for rows in plan:
+    """Tune a sequence classifier on labelled token ids (see :func:`train_steps`)."""
+
+    def batch_loss(rows: list[int], where: torch.device) -> tuple[torch.Tensor, int]:
         ids, mask = pad_batch([token_ids[i] for i in rows], pad_id)
         target = torch.as_tensor([labels[i] for i in rows])
-        with autocast(where):
-            loss = model(input_ids=ids.to(where), attention_mask=mask.to(where), labels=target.to(where)).loss
-        loss.backward()
-        optimiser.step()
-        optimiser.zero_grad(set_to_none=True)
-        tokens += int(mask.sum())
-        loss_value = float(loss.detach())
-        if advance:
-            advance(1)
-    model.eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(True)
-    seconds = time.perf_counter() - started
-    return TuningRun(budget.steps, budget.steps * budget.batch_size, tokens, loss_value, seconds)
+        out = model(input_ids=ids.to(where), attention_mask=mask.to(where), labels=target.to(where))
+        return out.loss, int(mask.sum())
+
+    return train_steps(model, len(token_ids), budget, batch_loss, seed, advance, device)

@@ -162,3 +162,17 @@ def random_batch(tokenizer, rows: int = 6, width: int = 12, seed: int = 0) -> to
     ids[:, 0] = tokenizer.cls_token_id
     ids[:, -1] = tokenizer.sep_token_id
     return ids
+
+
+@pytest.fixture(scope="session")
+def small_llama(tmp_path_factory, sst2) -> Path:
+    """A small Llama-architecture causal LM with the bundled tokenizer, pretrained briefly on public text
+    (dev.tsv[1000:]), built once per test session (about 15 s): far above chance at next-token
+    prediction, so shaking and tuning act on a model that has learnt something."""
+    from objectives.data import read_texts
+    from objectives.small_lm import SmallLMSpec, pretrain_small_lm
+
+    out = tmp_path_factory.mktemp("small-llama")
+    spec = SmallLMSpec("llama", hidden=32, layers=2, heads=2, max_length=24, steps=60, batch_size=16)
+    pretrain_small_lm(spec, read_texts(sst2 / "dev.tsv")[1000:], out)
+    return out

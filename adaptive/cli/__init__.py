@@ -12,7 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer  # noqa: E402
 
-from adaptive.cli import flow, measure, search, service  # noqa: E402
+from adaptive.cli import flow, measure, models, search, service  # noqa: E402
 
 app = typer.Typer(
     name="shaketune",
@@ -23,5 +23,6 @@ app = typer.Typer(
 )
 flow.register(app)
 measure.register(app)
+models.register(app)
 search.register(app)
 service.register(app)

@@ -92,6 +92,8 @@ def measure(
     public: str = options.Public,
     text_column: str = options.TextColumn,
     label_column: str = options.LabelColumn,
+    task_kind: str = options.TaskKind,
+    prompt_column: str | None = options.PromptColumn,
     no_header: bool = options.NoHeader,
     train_size: int = options.TrainSize,
     eval_size: int | None = options.EvalSize,
@@ -106,7 +108,9 @@ def measure(
         raise SettingsError("give exactly one of --settings FILE or --preset NAME")
     where = resolve_device(device)
     chosen = TrialSettings.load(settings) if settings else TrialSettings(preset(preset_name), TuningBudget())
-    task = options.task_spec(train, eval_, public, text_column, label_column, not no_header)
+    task = options.task_spec(
+        train, eval_, public, text_column, label_column, not no_header, task_kind, prompt_column
+    )
     fidelity = options.fidelity(train_size, eval_size, max_length, attack_tuned)
     runner = TrialRunner(task, model, fidelity, device=where)
     with progress_bar() as bar:

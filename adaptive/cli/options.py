@@ -28,6 +28,15 @@ TextColumn = typer.Option(
 LabelColumn = typer.Option(
     "label", "--label-column", help="Column holding the label: a name, or a position (0 is the first)."
 )
+TaskKind = typer.Option(
+    "classification",
+    "--task-kind",
+    help="classification (text and label per row) or lm (a causal LM tuned on each row's text with "
+    "next-token loss; accuracy is held-out next-token accuracy by private inference).",
+)
+PromptColumn = typer.Option(
+    None, "--prompt-column", help="lm only: a prompt column; the loss then covers --text-column only."
+)
 NoHeader = typer.Option(
     False,
     "--no-header",
@@ -52,7 +61,14 @@ def default_task() -> TaskSpec:
 
 
 def task_spec(
-    train: str, eval_: str, public: str, text_column: str, label_column: str, header: bool = True
+    train: str,
+    eval_: str,
+    public: str,
+    text_column: str,
+    label_column: str,
+    header: bool = True,
+    kind: str = "classification",
+    prompt_column: str | None = None,
 ) -> TaskSpec:
     return TaskSpec(
         DataSource.parse(train),
@@ -61,6 +77,8 @@ def task_spec(
         text_column,
         label_column,
         header,
+        kind,
+        prompt_column,
     )
 
 

@@ -142,7 +142,7 @@ LEAKAGE_CAPTION = (
 )
 
 
-TASK_KEYS = ("train", "eval", "public", "text_column", "label_column", "header")
+TASK_KEYS = ("train", "eval", "public", "text_column", "label_column", "header", "kind", "prompt_column")
 FIDELITY_KEYS = ("train_size", "eval_size", "max_length")
 CAP_KEYS = ("max_leakage", "min_accuracy", "max_cost")
 
@@ -171,6 +171,7 @@ def _config(stored: StudyConfig | None, given: dict[str, Any], name: str) -> Stu
         "recovery_parts": _csv(given["recovery_parts"], str),
         "recovery_objective": given["recovery_objective"],
         "max_shares": _csv(given["max_shares"], float),
+        "lora_ranks": _csv(given["lora_ranks"], int),
     }
     return StudyConfig(
         model=given["model"] or base.model,
@@ -231,6 +232,10 @@ def optimize(
     label_column: str | None = typer.Option(
         None, "--label-column", help="Label column: a name, or a position (0 is the first)."
     ),
+    task_kind: str | None = typer.Option(
+        None, "--task-kind", help="classification (default) or lm (a causal LM, next-token accuracy)."
+    ),
+    prompt_column: str | None = options.PromptColumn,
     no_header: bool = options.NoHeader,
     train_size: int | None = typer.Option(None, "--train-size", min=1, help="Fidelity (default 2000)."),
     eval_size: int | None = typer.Option(None, "--eval-size", min=1, help="Fidelity (default all)."),
@@ -244,10 +249,15 @@ def optimize(
     ),
     learning_rates: str | None = typer.Option(None, "--learning-rates", help="e.g. 3e-5,1e-4."),
     modes: str | None = typer.Option(
-        None, "--modes", help="Tuning modes: full,embeddings+head,body (default full,embeddings+head)."
+        None,
+        "--modes",
+        help="Tuning modes: full,embeddings+head,body,lora (default full,embeddings+head).",
     ),
     batch_size: int | None = typer.Option(
         None, "--batch-size", min=1, help="Tuning batch size (default 16)."
+    ),
+    lora_ranks: str | None = typer.Option(
+        None, "--lora-ranks", help="LoRA ranks to choose from in mode lora, e.g. 4,8,16 (default 8)."
     ),
     recovery_steps: str | None = typer.Option(
         None,
@@ -317,6 +327,8 @@ def optimize(
         public=public,
         text_column=text_column,
         label_column=label_column,
+        kind=task_kind,
+        prompt_column=prompt_column,
         header=False if no_header else None,
         train_size=train_size,
         eval_size=eval_size,
@@ -327,6 +339,7 @@ def optimize(
         learning_rates=learning_rates,
         modes=modes,
         batch_size=batch_size,
+        lora_ranks=lora_ranks,
         recovery_steps=recovery_steps,
         recovery_parts=recovery_parts,
         recovery_objective=recovery_objective,

@@ -43,6 +43,14 @@ class TaskIn(Strict):
     text_column: Column = Field("sentence", description="A column name, or a position (0 is the first)")
     label_column: Column = Field("label", description="A column name, or a position (0 is the first)")
     header: bool = Field(True, description="False: csv/tsv files without a header line")
+    kind: Literal["classification", "lm"] = Field(
+        "classification",
+        description="classification (text and label per row) or lm (a causal language model tuned with "
+        "next-token loss on each row's text; accuracy is next-token accuracy)",
+    )
+    prompt_column: Column | None = Field(
+        None, description="lm only: a prompt column; the loss then covers text_column (the response) only"
+    )
 
 
 class CapsIn(Strict):
@@ -71,10 +79,13 @@ class SpaceIn(Strict):
     )
     steps: list[Steps] = Field([50, 100, 150, 300], min_length=1, max_length=MAX_LIST)
     learning_rates: list[LearningRate] = Field([3e-5, 1e-4], min_length=1, max_length=MAX_LIST)
-    modes: list[Literal["full", "embeddings+head", "body"]] = Field(
-        ["full", "embeddings+head"], min_length=1, max_length=3
+    modes: list[Literal["full", "embeddings+head", "body", "lora"]] = Field(
+        ["full", "embeddings+head"], min_length=1, max_length=4
     )
     batch_size: int = Field(16, ge=1, le=1024)
+    lora_ranks: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        [8], min_length=1, max_length=MAX_LIST, description="LoRA ranks to choose from (mode lora)"
+    )
     recovery_steps: list[RecoverySteps] = Field([0, 200], min_length=1, max_length=MAX_LIST)
     recovery_parts: list[Literal["all", "embeddings", "embeddings+first-layers", "body"]] = Field(
         ["all", "embeddings"], min_length=1, max_length=4
