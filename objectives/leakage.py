@@ -1,7 +1,11 @@
 """Leakage of one key, as two figures: what the attack suite recovers from what the cloud sees (a lower
 bound: the best attack actually run), and the informed-adversary bound (what the row-matching attacks
 recover once the key's invertible operators are undone, which the data itself determines, so a cleverer
-attacker may find them; only noise, flattening and training are left to protect the tokens)."""
+attacker may find them; only noise, flattening and training are left to protect the tokens).
+
+A causal LM with an untied head uploads a second shaken row per id (same permutation, its own noise): both
+figures are the maximum over the input rows and those output rows, the latter's attacks named
+``output/attack``."""
 
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from objectives.attacks.suite import LeakageReport, run_attacks, suite_for
+from objectives.attacks.decipherment import ContextAttack
+from objectives.attacks.frequency import FrequencyAttack
+from objectives.attacks.suite import Attack, LeakageReport, run_attacks, suite_for
 from objectives.attacks.view import CloudView, GroundTruth, PublicKnowledge, bigram_counts, token_counts
 from objectives.device import CPU
 from operators.errors import SettingsError
@@ -25,6 +31,7 @@ ATTACKS = "attacks"
 LEAKAGE_MEASURES = (BOUND, ATTACKS)
 DEFAULT_LEAKAGE_MEASURE = BOUND
 INFORMED = "informed"  # the marker of informed-view attacks in "stage/informed/attack" names
+OUTPUT = "output"  # the prefix of attacks on an untied head's rows: "output/attack"
 
 
 def check_measure(measure: str) -> str:
@@ -42,11 +49,25 @@ def ground_truth(key: ShakeKey) -> GroundTruth:
     return GroundTruth(horizontal.plain_of_shaken, special)
 
 
+def untied_output_rows(model: nn.Module) -> torch.Tensor | None:
+    """The weight of an untied output embedding (one row per vocabulary id, like the input embedding), or
+    None for a tied head and for a model without a vocabulary output layer (a classifier)."""
+    getter = getattr(model, "get_output_embeddings", None)
+    output = getter() if getter else None
+    weight = getattr(output, "weight", None)
+    rows = input_embedding(model)
+    if not isinstance(weight, torch.Tensor) or weight is rows or weight.shape != rows.shape:
+        return None
+    return None if weight.data_ptr() == rows.data_ptr() else weight
+
+
 def public_knowledge(
     pretrained: nn.Module, public_token_ids: Sequence[Sequence[int]], special_ids: Sequence[int]
 ) -> PublicKnowledge:
-    """The attacker's knowledge: the public model's embedding, unigram and bigram counts of public text."""
+    """The attacker's knowledge: the public model's embedding (and its untied output embedding, if any),
+    unigram and bigram counts of public text."""
     embedding = input_embedding(pretrained).detach().cpu().clone()  # rows stay on the CPU, wherever the model
+    output = untied_output_rows(pretrained)
     size = len(embedding)
     return PublicKnowledge(
         embedding,
@@ -54,6 +75,7 @@ def public_knowledge(
         tuple(special_ids),
         bigram_counts(public_token_ids, size),
         model=pretrained,
+        output_embedding=None if output is None else output.detach().cpu().clone(),
     )
 
 
@@ -158,11 +180,15 @@ def measure_leakage(
     device: torch.device = CPU,
 ) -> StageLeakage:
     """Both figures for the shaken model's embedding and the shaken training ids; ``trained_body``: the
-    body was trained on shaken ids (recovery training, tuning), so the cloud can also run it. The rows
-    are read onto the CPU (keys are applied there); the attacks' matrix products run on ``device``."""
+    body was trained on shaken ids (recovery training, tuning), so the cloud can also run it. An untied
+    output embedding is attacked too (against the public one, when ``public`` holds it), and each figure
+    is the maximum over both. The rows are read onto the CPU (keys are applied there); the attacks'
+    matrix products run on ``device``."""
     model = shaken if trained_body else None
     view = CloudView(input_embedding(shaken).detach().cpu(), shaken_token_ids, model=model)
-    return measure_view(view, public, key, advance, device)
+    rows = untied_output_rows(shaken) if public.output_embedding is not None else None
+    output = None if rows is None else CloudView(rows.detach().cpu(), shaken_token_ids)
+    return measure_view(view, public, key, advance, device, output=output)
 
 
 def measure_view(
@@ -171,19 +197,57 @@ def measure_view(
     key: ShakeKey,
     advance: Callable[[str], None] | None = None,
     device: torch.device = CPU,
+    output: CloudView | None = None,
 ) -> StageLeakage:
     """The suite on ``view`` and the informed attacks on its informed view, scored with the key; the
-    attacks' matrix products run on ``device``."""
+    attacks' matrix products run on ``device``. ``output``: an untied head's shaken rows (same ids), put
+    through the same attacks against the public output rows (``PublicKnowledge.output_embedding``),
+    except the text attacks that read no rows; their figures join both reports as ``output/attack``."""
     truth = ground_truth(key)
-    attacks = run_attacks(view, public, truth, advance=advance, device=device)
+    stage = _measure_rows(view, public, key, truth, suite_for(view, public), advance, device)
+    if output is None:
+        return stage
+    output_public = public.of_output_rows()
+    if output_public is None:
+        raise SettingsError("output rows to attack, but the public knowledge holds no output embedding")
+    prefixed = (lambda name: advance(f"{OUTPUT}/{name}")) if advance else None
+    attacks = row_attacks(output, output_public)
+    rows = _measure_rows(output, output_public, key, truth, attacks, prefixed, device)
+    return StageLeakage(with_output(stage.attacks, rows.attacks), with_output(stage.informed, rows.informed))
+
+
+def _measure_rows(
+    view: CloudView,
+    public: PublicKnowledge,
+    key: ShakeKey,
+    truth: GroundTruth,
+    attacks: Sequence[Attack],
+    advance: Callable[[str], None] | None,
+    device: torch.device,
+) -> StageLeakage:
+    """``attacks`` on ``view`` and the informed attacks on its informed view (the key's chain at the
+    scale of ``public``'s rows, as shaking used the pretrained matrix's own scale)."""
+    suite = run_attacks(view, public, truth, attacks, advance=advance, device=device)
     chain = key.vertical_chain(embedding_scale(public.embedding))
     if chain.has_invertible:
         informed = run_attacks(
             undone(view, chain), public, truth, advance=advance, informed=True, device=device
         )
     else:
-        informed = same_as_suite(attacks, view, public, advance)
-    return StageLeakage(attacks, informed)
+        informed = same_as_suite(suite, view, public, advance)
+    return StageLeakage(suite, informed)
+
+
+def row_attacks(view: CloudView, public: PublicKnowledge) -> list[Attack]:
+    """The suite for an untied head's rows: every attack but the text attacks that read no rows (their
+    figures on the same ids are the input rows' own)."""
+    return [a for a in suite_for(view, public) if not isinstance(a, FrequencyAttack | ContextAttack)]
+
+
+def with_output(rows: LeakageReport, output: LeakageReport) -> LeakageReport:
+    """``rows``' figures and ``output``'s, the latter named ``output/attack`` (same ids, same count)."""
+    scores = {**rows.scores, **{f"{OUTPUT}/{name}": score for name, score in output.scores.items()}}
+    return LeakageReport(scores, rows.occurrences)
 
 
 def same_as_suite(
@@ -199,7 +263,19 @@ def same_as_suite(
     return LeakageReport(scores, attacks.occurrences)
 
 
-def attack_count(view_rows: int, public: PublicKnowledge, trained_body: bool = False) -> int:
-    """How many attacks :func:`measure_view` runs on a view of ``view_rows`` rows (for progress bars)."""
+def attack_count(
+    view_rows: int, public: PublicKnowledge, trained_body: bool = False, output_rows: bool | None = None
+) -> int:
+    """How many attacks :func:`measure_view` runs on a view of ``view_rows`` rows (for progress bars);
+    ``output_rows``: an untied head's rows are attacked too (default: whenever ``public`` holds the
+    public output embedding, as :func:`measure_leakage` then does for a model of that architecture)."""
     view = CloudView(torch.empty(view_rows, 0), [], model=object() if trained_body else None)
-    return len(suite_for(view, public)) + len(suite_for(view, public, informed=True))
+    count = len(suite_for(view, public)) + len(suite_for(view, public, informed=True))
+    if output_rows is None:
+        output_rows = public.output_embedding is not None
+    if output_rows:
+        output_public = public.of_output_rows() or public  # the counts depend on sizes and prior alone
+        output = CloudView(torch.empty(view_rows, 0), [])
+        informed = suite_for(output, output_public, informed=True)
+        count += len(row_attacks(output, output_public)) + len(informed)
+    return count

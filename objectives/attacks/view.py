@@ -43,13 +43,15 @@ class CloudView:
 
 @dataclass(frozen=True)
 class PublicKnowledge:
-    """What anyone has: the pretrained embedding and unigram counts of public text."""
+    """What anyone has: the pretrained embedding and unigram counts of public text (and, for a language
+    model with an untied head, the pretrained output-embedding rows)."""
 
     embedding: torch.Tensor  # plaintext vocabulary x hidden
     prior: torch.Tensor  # counts per plaintext id, from text disjoint from the private data
     special_ids: tuple[int, ...]
     bigrams: tuple[torch.Tensor, torch.Tensor] | None = None  # bigram_counts of the same public text
     model: Any = field(default=None, compare=False, repr=False)  # the public pretrained model
+    output_embedding: torch.Tensor | None = field(default=None, compare=False, repr=False)  # untied head
     _derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def derived(self, name: str, compute: Callable[[], Any]) -> Any:
@@ -61,6 +63,18 @@ class PublicKnowledge:
     @property
     def vocab_size(self) -> int:
         return int(self.embedding.shape[0])
+
+    def of_output_rows(self) -> PublicKnowledge | None:
+        """The same knowledge with the public output-embedding rows in place of the input embedding, to
+        attack an untied head's shaken rows (None without an untied head). No model: the function attack
+        reads the body, which the input rows' attacks already cover. Kept, so its derived quantities are
+        computed once for every stage."""
+        if self.output_embedding is None:
+            return None
+        return self.derived(
+            "output-rows",
+            lambda: PublicKnowledge(self.output_embedding, self.prior, self.special_ids, self.bigrams),
+        )
 
     def candidates(self) -> torch.Tensor:
         """Plaintext ids an attack may answer with: all but the special tokens."""
