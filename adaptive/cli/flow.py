@@ -1,4 +1,5 @@
-"""CLI commands of the CypherTalk flow: keygen, shake, encode, tune (the cloud's part), recover, evaluate."""
+"""CLI commands of the CypherTalk flow: keygen, shake, encode, tune (the cloud's part), recover, evaluate,
+generate."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from adaptive.cli import options
 from adaptive.cli.common import JsonOption, emit, handle_errors, literal, progress_bar, warn
 from objectives.attacks.view import token_counts
 from objectives.data import DataError, label_ids
-from objectives.device import resolve_device
+from objectives.device import autocast, resolve_device
 from objectives.encoded import EncodedData, encode_token_ids, load_encoded, save_encoded
 from objectives.evaluation import evaluate_accuracy, label_indices
 from objectives.models import (
@@ -29,6 +30,8 @@ from objectives.trial import TrialSettings
 from objectives.tuning import TUNING_MODES, TuningBudget, fine_tune
 from operators.atomic import directory_atomic
 from operators.errors import KeyMismatchError, SettingsError, ShaketuneError
+from operators.generation import MAX_NEW_TOKENS, check_language_model, check_max_new_tokens, private_generate
+from operators.horizontal import check_copy_mass
 from operators.identity import input_embedding
 from operators.implant import shake_model
 from operators.key import generate_key, marker
@@ -386,11 +389,112 @@ def tune(
     )
 
 
+def generate(
+    model: Path = typer.Option(
+        ..., "--model", "-m", help="The (tuned) shaken causal LM directory, as the cloud holds it."
+    ),
+    key_path: Path = KeyOption,
+    prompt: str | None = typer.Option(None, "--prompt", "-p", help="One prompt to continue."),
+    prompts: Path | None = typer.Option(
+        None, "--prompts", help="A UTF-8 text file of prompts, one per line (blank lines are skipped)."
+    ),
+    max_new_tokens: int = typer.Option(
+        32,
+        "--max-new-tokens",
+        help=f"Tokens to generate per prompt, 1 to {MAX_NEW_TOKENS} (fewer where an end token comes first).",
+    ),
+    copy_mass: str = typer.Option(
+        "sum",
+        "--copy-mass",
+        help="How a homophonic key's copies are merged: sum (a model tuned on shaken text) or mean "
+        "(a freshly shaken one); a 1:1 key ignores it.",
+    ),
+    device: str = options.Device,
+    as_json: bool = JsonOption,
+) -> None:
+    """Private generation: encode each prompt with the key, let the shaken model continue it greedily
+    token by token, decode every prediction with the key."""
+    check_max_new_tokens(max_new_tokens)
+    check_copy_mass(copy_mass)
+    texts = _prompts(prompt, prompts)
+    where = resolve_device(device)
+    key = load_key(key_path)
+    if not model.is_dir():
+        raise ShaketuneError(f"model directory not found: {model}")
+    tokenizer = load_tokenizer(str(model))
+    key.check_tokenizer(tokenizer)
+    loaded = load_as_saved(str(model))
+    check_language_model(loaded)
+    for warning in key.check_shaken(loaded):
+        warn(warning)
+    loaded.to(where)
+    stops = _stop_ids(tokenizer)
+    generations = []
+    with progress_bar() as bar, autocast(where):
+        task = bar.add_task("generating", total=len(texts))
+        for text in texts:
+            ids = _prompt_ids(tokenizer, text, stops)
+            tokens = private_generate(loaded, key, ids, max_new_tokens, copy_mass=copy_mass, stop_ids=stops)
+            continuation = tokenizer.decode(tokens, skip_special_tokens=True)
+            generations.append({"prompt": text, "continuation": continuation, "token_ids": tokens})
+            bar.advance(task)
+    lines = []
+    for number, item in enumerate(generations):
+        lines += [
+            *([""] if number else []),
+            f"prompt: {item['prompt']}",
+            f"continuation: {item['continuation']}",
+        ]
+    emit(
+        {"generations": generations, "key_fingerprint": key.fingerprint, "max_new_tokens": max_new_tokens},
+        as_json,
+        lines,
+    )
+
+
+def _prompts(prompt: str | None, path: Path | None) -> list[str]:
+    """The prompts to continue: --prompt, or the non-blank lines of --prompts."""
+    if (prompt is None) == (path is None):
+        raise SettingsError("give exactly one of --prompt TEXT or --prompts FILE")
+    if prompt is not None:
+        if not prompt.strip():
+            raise SettingsError("the prompt is empty")
+        return [prompt]
+    assert path is not None
+    if not path.is_file():
+        raise ShaketuneError(f"prompts file not found: {path}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ShaketuneError(f"prompts file {path} is not UTF-8 text") from None
+    texts = [line for line in lines if line.strip()]
+    if not texts:
+        raise SettingsError(f"prompts file {path} holds no prompt (every line is blank)")
+    return texts
+
+
+def _stop_ids(tokenizer: Any) -> set[int]:
+    """Where a continuation ends: the tokenizer's end-of-text and separator tokens."""
+    ids = (getattr(tokenizer, name, None) for name in ("eos_token_id", "sep_token_id"))
+    return {int(i) for i in ids if i is not None}
+
+
+def _prompt_ids(tokenizer: Any, text: str, stops: set[int]) -> list[int]:
+    """The prompt's plaintext ids with the tokenizer's leading special tokens (BOS, [CLS]) but without a
+    trailing end token (BERT-style tokenizers append [SEP]): the model is to continue the text."""
+    ids = list(tokenizer(text)["input_ids"])
+    while ids and ids[-1] in stops:
+        ids.pop()
+    if not ids:
+        raise SettingsError(f"the prompt {text!r} gives no tokens to continue")
+    return ids
+
+
 def _pad_id(model: Any) -> int:
     pad = getattr(model.config, "pad_token_id", None)
     return int(pad) if pad is not None else 0
 
 
 def register(app: typer.Typer) -> None:
-    for command in (keygen, shake, encode, tune, recover, evaluate):
+    for command in (keygen, shake, encode, tune, recover, evaluate, generate):
         app.command(command.__name__)(handle_errors(command))
