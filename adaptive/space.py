@@ -87,8 +87,6 @@ class SearchSpace:
         low, high = self.copy_noise
         if not 0.0 <= low <= high <= MAX_COPY_NOISE:
             raise SettingsError(f"copy noise range must lie in [0, {MAX_COPY_NOISE}], got {self.copy_noise}")
-        if self.recovery_objective == "lm" and min(self.max_shares) < 1.0 and max(self.recovery_steps) > 0:
-            raise SettingsError("recovery objective 'lm' cannot train homophonic keys; use 'distill'")
         if not self.lora_ranks or not all(1 <= r <= 1024 for r in self.lora_ranks):
             raise SettingsError("LoRA ranks must lie in [1, 1024]")
         bad_modes = [m for m in self.modes if m not in TUNING_MODES]

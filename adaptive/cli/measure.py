@@ -8,10 +8,9 @@ import typer
 
 from adaptive.cli import options
 from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, warn
-from objectives.attacks.view import CloudView
 from objectives.device import resolve_device
 from objectives.encoded import load_encoded
-from objectives.leakage import attack_count, measure_view, public_knowledge
+from objectives.leakage import attack_count, measure_leakage, public_knowledge
 from objectives.models import DEFAULT_MODEL, load_as_saved, load_tokenizer
 from objectives.task import DataSource
 from objectives.tokens import tokenize
@@ -60,10 +59,11 @@ def attack(
         texts = DataSource.parse(public_text).load_texts(text_column, not no_header)
         public_ids = tokenize(tokenizer, texts, max_length)
     public = public_knowledge(pretrained, public_ids, tokenizer.all_special_ids)
-    view = CloudView(input_embedding(shaken).detach(), upload.input_ids)
     with progress_bar() as bar:
-        task = bar.add_task("attacking", total=attack_count(view.vocab_size, public))
-        leakage = measure_view(view, public, key, advance=lambda name: bar.advance(task, 1), device=where)
+        rows = input_embedding(shaken).shape[0]
+        task = bar.add_task("attacking", total=attack_count(rows, public))
+        advance = lambda name: bar.advance(task, 1)  # noqa: E731
+        leakage = measure_leakage(shaken, upload.input_ids, public, key, advance, device=where)
     suite, informed = leakage.attacks, leakage.informed
     lines = [
         f"{name:22s} recovers {s.recovery:7.2%} ({s.seconds:.1f} s) {s.note}"
