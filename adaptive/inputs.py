@@ -54,5 +54,5 @@ def check_inputs(task: TaskSpec, model: str, roots: Sequence[Path] | None = None
     elif any(ord(char) < 32 or ord(char) == 127 for char in model):
         raise ShaketuneError("the model name holds control characters")
     rows = task.check()
-    check_model(model)
+    check_model(model, causal=task.is_lm)
     return rows

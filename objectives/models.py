@@ -130,26 +130,40 @@ def pretrained_body(name: str) -> nn.Module:
     return load_as_saved(name)
 
 
-def check_model(name: str) -> None:
-    """Refuse a model that cannot be used: its config and its tokenizer must load (no weights are read)."""
+def check_model(name: str, causal: bool = False) -> None:
+    """Refuse a model that cannot be used: its config and its tokenizer must load (no weights are read);
+    ``causal``: it must be a causal language model (a language-model task)."""
     import transformers
 
     if not name.strip():
         raise ShaketuneError("the model name is empty")
     _load(transformers.AutoConfig.from_pretrained, name)
     load_tokenizer(name)
+    if causal:
+        require_causal(name)
 
 
 @functools.lru_cache(maxsize=2)
 def _pretrained_causal_lm(name: str) -> nn.Module:
     import transformers
 
-    if language_model_loader(name) is not transformers.AutoModelForCausalLM:
+    require_causal(name)
+    return _load(transformers.AutoModelForCausalLM.from_pretrained, name).eval()
+
+
+def require_causal(name: str) -> None:
+    """Refuse a model that is not a causal language model (reads its config only)."""
+    import transformers
+
+    try:
+        loader = language_model_loader(name)
+    except ShaketuneError:
+        loader = None
+    if loader is not transformers.AutoModelForCausalLM:
         raise ShaketuneError(
             f"model {name!r} is not a causal language model (a language-model task needs a decoder such as "
             "GPT-2, Llama or Qwen; build a small one with `shaketune small-lm`)"
         )
-    return _load(transformers.AutoModelForCausalLM.from_pretrained, name).eval()
 
 
 def pretrained_causal_lm(name: str) -> nn.Module:
