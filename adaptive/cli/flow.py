@@ -17,19 +17,21 @@ from objectives.data import DataError, label_ids
 from objectives.device import autocast, resolve_device
 from objectives.encoded import EncodedData, encode_token_ids, load_encoded, save_encoded
 from objectives.evaluation import evaluate_accuracy, label_indices
+from objectives.lora import AUTO_TARGETS
 from objectives.models import (
     DEFAULT_MODEL,
     load_as_saved,
     load_classifier,
     load_tokenizer,
 )
+from objectives.next_token import evaluate_next_token, fine_tune_lm, targets_of, tokenize_documents
 from objectives.recovery_training import RECOVERY_PARTS, RecoveryBudget, recovery_train_shaken
-from objectives.task import DataSource
+from objectives.task import LM, TASK_KINDS, DataSource
 from objectives.tokens import DEFAULT_MAX_LENGTH, tokenize
 from objectives.trial import TrialSettings
 from objectives.tuning import TUNING_MODES, TuningBudget, fine_tune
 from operators.atomic import directory_atomic
-from operators.errors import KeyMismatchError, SettingsError, ShaketuneError
+from operators.errors import KeyMismatchError, SettingsError, ShaketuneError, UnsupportedModelError
 from operators.generation import MAX_NEW_TOKENS, check_language_model, check_max_new_tokens, private_generate
 from operators.horizontal import check_copy_mass
 from operators.identity import input_embedding
@@ -47,6 +49,21 @@ TextColumn = options.TextColumn
 LabelColumn = options.LabelColumn
 NoHeader = options.NoHeader
 MaxLength = typer.Option(DEFAULT_MAX_LENGTH, "--max-length", min=2, help="Tokens per example.")
+TaskKind = options.TaskKind
+PromptColumn = options.PromptColumn
+LORA_DEFAULTS = TuningBudget()
+LoraRank = typer.Option(
+    LORA_DEFAULTS.lora_rank, "--lora-rank", help="--mode lora: the adapters' rank (1 to 1024)."
+)
+LoraAlpha = typer.Option(
+    LORA_DEFAULTS.lora_alpha, "--lora-alpha", help="--mode lora: the adapters' scale is alpha / rank."
+)
+LoraTargets = typer.Option(
+    AUTO_TARGETS,
+    "--lora-targets",
+    help="--mode lora: comma-separated module names the adapters attach to (e.g. q_proj,v_proj), or "
+    "auto: peft's default for the architecture.",
+)
 
 
 def keygen(
@@ -207,31 +224,102 @@ def encode(
         "--data",
         "-d",
         help=literal(
-            "csv/tsv/json/jsonl/parquet with text and labels, optionally with a row range: FILE[a:b]."
+            "csv/tsv/json/jsonl/parquet with text and labels (lm: documents or prompts and responses), "
+            "optionally with a row range: FILE[a:b]."
         ),
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="JSON-lines file of shaken ids and labels."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="JSON-lines file of shaken ids and labels (lm: and loss_from)."
+    ),
     model: str = ModelOption,
+    task_kind: str = TaskKind,
     text_column: str = TextColumn,
     label_column: str = LabelColumn,
+    prompt_column: str | None = PromptColumn,
     no_header: bool = NoHeader,
     max_length: int = MaxLength,
     as_json: bool = JsonOption,
 ) -> None:
-    """Tokenise DATA and map its token ids with the key: the training data that would be uploaded."""
+    """Tokenise DATA and map its token ids with the key: the training data that would be uploaded.
+
+    With --task-kind lm, DATA is documents (--text-column) or prompt/response pairs (--prompt-column
+    and --text-column); each line of the upload then holds the shaken ids and where the next-token
+    loss starts (loss_from) instead of a label.
+    """
+    _check_task(task_kind, prompt_column)
     key = load_key(key_path)
     tokenizer = load_tokenizer(model)
     key.check_tokenizer(tokenizer)
-    table = DataSource.parse(data).load(text_column, label_column, not no_header)
-    token_ids = tokenize(tokenizer, table.texts, max_length)
-    encoded = EncodedData(encode_token_ids(key, token_ids), table.labels)
+    source = DataSource.parse(data)
+    report: dict[str, Any] = {}
+    if task_kind == LM:
+        pairs = _documents(source, text_column, prompt_column, not no_header)
+        token_ids, loss_from = tokenize_documents(tokenizer, pairs, max_length)
+        encoded = EncodedData(encode_token_ids(key, token_ids), loss_from=loss_from)
+        report["targets"] = len(targets_of(token_ids, loss_from))
+    else:
+        table = source.load(text_column, label_column, not no_header)
+        token_ids = tokenize(tokenizer, table.texts, max_length)
+        encoded = EncodedData(encode_token_ids(key, token_ids), table.labels)
     save_encoded(out, encoded)
     tokens = sum(len(seq) for seq in token_ids)
     emit(
-        {"out": str(out), "examples": len(encoded), "tokens": tokens, "key_fingerprint": key.fingerprint},
+        {
+            "out": str(out),
+            "examples": len(encoded),
+            "tokens": tokens,
+            **report,
+            "task_kind": task_kind,
+            "key_fingerprint": key.fingerprint,
+        },
         as_json,
         [f"wrote {len(encoded)} encoded examples ({tokens} tokens) to {out}"],
     )
+
+
+def _check_task(task_kind: str, prompt_column: str | None) -> None:
+    """Refuse an unknown task kind, and a prompt column outside language-model tasks."""
+    if task_kind not in TASK_KINDS:
+        raise SettingsError(f"--task-kind must be one of {', '.join(TASK_KINDS)}, got {task_kind!r}")
+    if prompt_column is not None and task_kind != LM:
+        raise SettingsError("--prompt-column belongs to --task-kind lm")
+
+
+def _documents(
+    source: DataSource, text_column: str, prompt_column: str | None, header: bool
+) -> list[tuple[str, str]]:
+    """A language-model source as (prompt, text) pairs; the prompt is empty for plain documents."""
+    if prompt_column is None:
+        return [("", text) for text in source.load_texts(text_column, header)]
+    return source.load_pairs(prompt_column, text_column, header)
+
+
+def _causal_lm(model: str) -> Any:
+    """The causal LM in ``model``, in the class it was saved as (so every weight is kept); a model that
+    cannot predict the next token is refused."""
+    loaded = load_as_saved(model)
+    try:
+        check_language_model(loaded)
+    except UnsupportedModelError:
+        raise UnsupportedModelError(
+            f"{model} is not a causal language model saved with its head ({type(loaded).__name__}): "
+            "--task-kind lm needs a decoder such as GPT-2, Llama or Qwen (build a small one with "
+            "`shaketune small-lm`)"
+        ) from None
+    return loaded
+
+
+def _lm_pad_id(tokenizer: Any, model: Any) -> int:
+    """The id padding takes: the tokenizer's pad token, else the model's, else its end token, else 0
+    (padding is masked and never a target, so any id serves)."""
+    for pad in (
+        getattr(tokenizer, "pad_token_id", None),
+        getattr(model.config, "pad_token_id", None),
+        getattr(model.config, "eos_token_id", None),
+    ):
+        if isinstance(pad, int):
+            return pad
+    return 0
 
 
 def recover(
@@ -269,53 +357,75 @@ def _tokenizer_for(model_dir: str) -> Any | None:
 
 
 def evaluate(
-    model: str = typer.Option(..., "--model", "-m", help="Fine-tuned classifier directory."),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Fine-tuned classifier directory (with --task-kind lm: a causal LM)."
+    ),
     data: str = typer.Option(
-        ..., "--data", "-d", help=literal("Labelled text file, optionally with a row range: FILE[a:b].")
+        ...,
+        "--data",
+        "-d",
+        help=literal(
+            "Labelled text file (lm: documents or prompts and responses), optionally with a row range: "
+            "FILE[a:b]."
+        ),
     ),
     key_path: Path | None = typer.Option(
         None, "--key", "-k", help="Run private inference: encode with this key, run the shaken model."
     ),
+    task_kind: str = TaskKind,
     tokenizer_name: str | None = typer.Option(
         None, "--tokenizer", help="Tokenizer if the model directory has none (default: bundled MiniLM)."
     ),
     text_column: str = TextColumn,
     label_column: str = LabelColumn,
+    prompt_column: str | None = PromptColumn,
     no_header: bool = NoHeader,
     max_length: int = MaxLength,
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     device: str = options.Device,
     as_json: bool = JsonOption,
 ) -> None:
-    """Accuracy of a fine-tuned classifier on labelled DATA (private inference with --key)."""
+    """Accuracy of a fine-tuned classifier on labelled DATA (private inference with --key).
+
+    With --task-kind lm: next-token accuracy (greedy) and perplexity of a causal LM on the documents (or
+    the responses) of DATA; with --key the owner encodes them, the shaken model scores shaken ids and the
+    scores are decoded with the key (a homophonic key's copies have their probabilities summed).
+    """
     where = resolve_device(device)
+    _check_task(task_kind, prompt_column)
     key = load_key(key_path) if key_path else None
-    classifier, head_trained = load_classifier(model)
-    if not head_trained:
-        raise ShaketuneError(f"{model} has no trained classification head; fine-tune it first")
-    state = marker(classifier)
+    if task_kind == LM:
+        loaded = _causal_lm(model)
+    else:
+        loaded, head_trained = load_classifier(model)
+        if not head_trained:
+            raise ShaketuneError(f"{model} has no trained classification head; fine-tune it first")
+    state = marker(loaded)
     if key is None and state is not None and state.get("state") == "shaken":
         raise KeyMismatchError(f"{model} is a shaken model; pass --key for private inference")
     if key is not None:
-        for warning in key.check_shaken(classifier):
+        for warning in key.check_shaken(loaded):
             warn(warning)
     tokenizer = _tokenizer_for(model)
     if tokenizer is None:
         tokenizer = load_tokenizer(tokenizer_name or DEFAULT_MODEL)
     if key is not None:
         key.check_tokenizer(tokenizer)
+    if task_kind == LM:
+        pairs = _documents(DataSource.parse(data), text_column, prompt_column, not no_header)
+        _evaluate_lm(loaded, tokenizer, key, pairs, max_length, batch_size, where, as_json)
+        return
     table = DataSource.parse(data).load(text_column, label_column, not no_header)
-    labels = label_indices(table.labels, classifier.config)
+    labels = label_indices(table.labels, loaded.config)
     token_ids = tokenize(tokenizer, table.texts, max_length)
-    if max(max(seq) for seq in token_ids) >= classifier.get_input_embeddings().weight.shape[0]:
-        raise DataError("the tokenizer produces ids beyond the model's vocabulary; wrong --tokenizer?")
+    _check_vocabulary(token_ids, loaded.get_input_embeddings().weight.shape[0])
     with progress_bar() as bar:
         task = bar.add_task("evaluating", total=len(token_ids))
         result = evaluate_accuracy(
-            classifier,
+            loaded,
             token_ids,
             labels,
-            pad_id=_pad_id(classifier),
+            pad_id=_pad_id(loaded),
             key=key,
             batch_size=batch_size,
             advance=lambda n: bar.advance(task, n),
@@ -333,51 +443,132 @@ def evaluate(
     )
 
 
+def _check_vocabulary(token_ids: list[list[int]], rows: int) -> None:
+    if max((max(seq) for seq in token_ids if seq), default=0) >= rows:
+        raise DataError("the tokenizer produces ids beyond the model's vocabulary; wrong --tokenizer?")
+
+
+def _evaluate_lm(
+    model: Any,
+    tokenizer: Any,
+    key: Any,
+    pairs: list[tuple[str, str]],
+    max_length: int,
+    batch_size: int,
+    where: torch.device,
+    as_json: bool,
+) -> None:
+    """Next-token accuracy and perplexity of a causal LM on (prompt, text) pairs (private inference with
+    ``key``)."""
+    token_ids, loss_from = tokenize_documents(tokenizer, pairs, max_length)
+    if not targets_of(token_ids, loss_from):
+        raise DataError(f"the data leaves no token to predict at --max-length {max_length}")
+    # plaintext ids: within the key's vocabulary (private inference), else within the model's rows
+    _check_vocabulary(
+        token_ids, key.model.vocab_size if key else model.get_input_embeddings().weight.shape[0]
+    )
+    model.to(where)
+    with progress_bar() as bar:
+        task = bar.add_task("evaluating", total=len(token_ids))
+        score = evaluate_next_token(
+            model,
+            token_ids,
+            loss_from,
+            _lm_pad_id(tokenizer, model),
+            key=key,
+            batch_size=batch_size,
+            advance=lambda n: bar.advance(task, n),
+        )
+    emit(
+        {
+            "accuracy": score.accuracy,
+            "perplexity": score.perplexity,
+            "correct": score.correct,
+            "predictions": score.predictions,
+            "private_inference": key is not None,
+        },
+        as_json,
+        [
+            f"next-token accuracy {score.accuracy:.4f} ({score.correct}/{score.predictions}), "
+            f"perplexity {score.perplexity:.2f}"
+        ],
+    )
+
+
 def tune(
     model: str = typer.Option(
         ..., "--model", "-m", help="Model directory to fine-tune (e.g. the shaken one)."
     ),
     data: Path = typer.Option(..., "--data", "-d", help="Encoded JSON-lines file from 'shaketune encode'."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the tuned model (new or empty)."),
+    task_kind: str = TaskKind,
     steps: int = typer.Option(150, "--steps", min=0, help="Optimiser steps."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     learning_rate: float = typer.Option(5e-5, "--learning-rate", min=0.0),
     mode: str = typer.Option("full", "--mode", help=f"Which parameters train: {', '.join(TUNING_MODES)}."),
+    lora_rank: int = LoraRank,
+    lora_alpha: float = LoraAlpha,
+    lora_targets: str = LoraTargets,
     seed: int = typer.Option(0, "--seed", help="Seeds the new head, dropout and batch order."),
     device: str = options.Device,
     as_json: bool = JsonOption,
 ) -> None:
-    """Fine-tune a classifier on encoded data: the cloud's part, to check settings end to end."""
+    """Fine-tune a classifier on encoded data: the cloud's part, to check settings end to end.
+
+    With --task-kind lm, tune a causal LM with next-token loss on an upload encoded with --task-kind lm
+    (the loss covers each example's positions from its loss_from on). --mode lora trains low-rank
+    adapters beside frozen weights and merges them in before saving.
+    """
     where = resolve_device(device)
+    _check_task(task_kind, None)
     try:
-        budget = TuningBudget(steps, batch_size, learning_rate, mode)
+        budget = TuningBudget(steps, batch_size, learning_rate, mode, lora_rank, lora_alpha, lora_targets)
     except ValueError as exc:
         raise ShaketuneError(str(exc)) from None
+    if mode != "lora" and (lora_rank, lora_alpha, lora_targets) != (
+        LORA_DEFAULTS.lora_rank,
+        LORA_DEFAULTS.lora_alpha,
+        LORA_DEFAULTS.lora_targets,
+    ):
+        warn(
+            f"--lora-rank, --lora-alpha and --lora-targets apply to --mode lora only; --mode {mode} "
+            "ignores them"
+        )
     upload = load_encoded(data)
-    targets, names = label_ids(upload.labels)
-    extra = {"id2label": names, "label2id": {v: k for k, v in names.items()}} if names else {}
-    torch.manual_seed(seed)
-    classifier, _ = load_classifier(model, num_labels=max(targets) + 1, **extra)
+    if upload.is_lm and task_kind != LM:
+        raise DataError(
+            f"{data} holds language-model examples (loss_from, no labels); tune them with --task-kind lm"
+        )
+    if not upload.is_lm and task_kind == LM:
+        raise DataError(
+            f"{data} holds classification examples (labels); for --task-kind lm encode documents with "
+            "'shaketune encode --task-kind lm'"
+        )
     tokenizer = _tokenizer_for(model)
+    if upload.loss_from is not None:
+        loaded = _causal_lm(model)
+        objective, pad_id, targets = fine_tune_lm, _lm_pad_id(tokenizer, loaded), upload.loss_from
+    else:
+        assert upload.labels is not None
+        targets, names = label_ids(upload.labels)
+        extra = {"id2label": names, "label2id": {v: k for k, v in names.items()}} if names else {}
+        torch.manual_seed(seed)
+        loaded, _ = load_classifier(model, num_labels=max(targets) + 1, **extra)
+        objective, pad_id = fine_tune, _pad_id(loaded)
+    _check_upload(upload, loaded)
     with progress_bar() as bar:
         task = bar.add_task("tuning", total=budget.steps)
-        run = fine_tune(
-            classifier,
-            upload.input_ids,
-            targets,
-            budget,
-            pad_id=_pad_id(classifier),
-            seed=seed,
-            advance=lambda n: bar.advance(task, n),
-            device=where,
-        )
+        advance = lambda n: bar.advance(task, n)  # noqa: E731
+        run = objective(loaded, upload.input_ids, targets, budget, pad_id, seed, advance, where)
     with directory_atomic(out) as tmp:
-        classifier.save_pretrained(tmp)
+        loaded.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
     emit(
         {
             "out": str(out),
+            "task_kind": task_kind,
+            "mode": mode,
             "steps": run.steps,
             "examples": run.examples,
             "tokens": run.tokens,
@@ -387,6 +578,16 @@ def tune(
         as_json,
         [f"tuned {run.steps} steps ({run.tokens} tokens, final loss {run.final_loss:.4f}) -> {out}"],
     )
+
+
+def _check_upload(upload: EncodedData, model: Any) -> None:
+    """Refuse encoded ids the model has no embedding row for (encoded with another key or model)."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    if max((max(seq) for seq in upload.input_ids if seq), default=0) >= rows:
+        raise DataError(
+            f"the encoded data holds ids beyond the model's {rows} embedding rows: encoded for another "
+            "model or key (a homophonic key's upload needs the model shaken with that key)"
+        )
 
 
 def generate(
