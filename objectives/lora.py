@@ -8,6 +8,7 @@ and attacks see one set of weights, as for every other mode.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -63,7 +64,9 @@ def lora_adapters(model: nn.Module, rank: int, alpha: float, targets: str) -> It
     if not _matching_modules(model, names):
         raise SettingsError(f"no module of this model is named {', '.join(names)} (lora_targets)")
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=names, lora_dropout=0.0, bias="none")
-    wrapped: Any = get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft calls a transformers property deprecated in v5
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        wrapped: Any = get_peft_model(model, config)
     try:
         yield [p for name, p in model.named_parameters() if "lora_" in name]
     finally:

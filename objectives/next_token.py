@@ -37,7 +37,8 @@ def tokenize_documents(
 ) -> tuple[list[list[int]], list[int]]:
     """Token ids of every (prompt, text) pair, truncated to ``max_length``, and where each sequence's
     targets start: 1 for a document (every token after the first), the response's first token else."""
-    end = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    closing = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    end = [closing] if closing is not None else []  # a response ends where a document would
     sequences, loss_from = [], []
     for prompt, text in pairs:
         if prompt:
