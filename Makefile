@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo flow-demo test lint bench install browser postgres clean
+.PHONY: demo lm-demo flow-demo test lint bench install browser postgres clean
 
 install: $(STAMP)
 
@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	SST2=$(SST2) BIN=$(BIN) ./scripts/demo.sh
+
+lm-demo: $(STAMP)
+	SST2=$(SST2) BIN=$(BIN) ./scripts/lm-demo.sh
 
 flow-demo: $(STAMP)
 	SST2=$(SST2) BIN=$(BIN) ./scripts/flow-demo.sh

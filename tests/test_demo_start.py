@@ -1,9 +1,11 @@
-"""The settings `make demo` starts its study from load, and the demo's search space keeps them as they are
-(params_of moves settings outside a space to its edge: a drifted file would silently measure others)."""
+"""The settings `make demo` and `make lm-demo` start their studies from load, and each demo's search space
+keeps them as they are (params_of moves settings outside a space to its edge: a drifted file would
+silently measure others)."""
 
 import shlex
 from pathlib import Path
 
+import pytest
 from optuna.trial import FixedTrial
 
 from adaptive.space import SearchSpace
@@ -12,20 +14,28 @@ from adaptive.study import load_settings_list
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
-def demo_option(name: str) -> str:
-    words = shlex.split((SCRIPTS / "demo.sh").read_text().replace("\\\n", " "))
-    return words[words.index(name) + 1]
+def demo_options(script: str) -> dict[str, str]:
+    """The options of the script's ``optimize`` command."""
+    lines = (SCRIPTS / script).read_text().replace("\\\n", " ").splitlines()
+    words = shlex.split(next(line for line in lines if line.startswith('"$st" optimize')))
+    return {word: words[i + 1] for i, word in enumerate(words[:-1]) if word.startswith("--")}
 
 
-def test_the_demo_start_settings_lie_inside_the_demo_space():
-    settings = load_settings_list(str(SCRIPTS / "demo-start.json"))
+@pytest.mark.parametrize(
+    ("script", "start"), [("demo.sh", "demo-start.json"), ("lm-demo.sh", "lm-demo-start.json")]
+)
+def test_the_demo_start_settings_lie_inside_the_demo_space(script, start):
+    option = demo_options(script)
+    assert option["--enqueue"] == f"scripts/{start}"
+    settings = load_settings_list(str(SCRIPTS / start))
     space = SearchSpace(
-        operators=tuple(demo_option("--operators").split(",")),
-        steps=(int(demo_option("--steps")),),
-        learning_rates=(float(demo_option("--learning-rates")),),
-        modes=(demo_option("--modes"),),
-        recovery_steps=(int(demo_option("--recovery-steps")),),
-        max_shares=tuple(float(s) for s in demo_option("--max-shares").split(",")),
+        operators=tuple(option["--operators"].split(",")),
+        steps=(int(option["--steps"]),),
+        learning_rates=(float(option["--learning-rates"]),),
+        modes=tuple(option["--modes"].split(",")),
+        recovery_steps=(int(option["--recovery-steps"]),),
+        max_shares=tuple(float(s) for s in option["--max-shares"].split(",")),
+        lora_ranks=tuple(int(r) for r in option.get("--lora-ranks", "8").split(",")),
     )
     assert len(settings) >= 3
     for item in settings:

@@ -17,6 +17,7 @@ from operators.keyfile import save_key
 from operators.recovery import recover_model
 from operators.settings import HomophoneSettings, ShakeSettings, preset
 from tests.cli import remember_seed, run, runner
+from tests.tiny_lms import random_causal_lm
 
 SEED = b"\x15" * 32
 VOCAB = 30522
@@ -41,25 +42,8 @@ def prompt(tokenizer) -> list[int]:
 def build(family: str, tokenizer):
     """A random causal LM with a tied head. initializer_range 0.3: at the default 0.02 the greedy
     continuation is one token repeated; here it varies, so the comparisons cover many distinct steps."""
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(7)
     ends = {"bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id}
-    if family == "gpt2":
-        config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, initializer_range=0.3, **ends)
-        return GPT2LMHeadModel(config).eval()
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        initializer_range=0.3,
-        **ends,
-    )
-    return LlamaForCausalLM(config).eval()
+    return random_causal_lm(family, VOCAB, seed=7, initializer_range=0.3, **ends)
 
 
 def tune_a_little(model, key, prompt, steps=2):

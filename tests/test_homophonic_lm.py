@@ -17,6 +17,7 @@ from operators.randomness import KeyStream
 from operators.recovery import recover_model
 from operators.settings import preset
 from tests.test_homophonic import homophonic, tiny_prior
+from tests.tiny_lms import random_causal_lm
 
 SEED = b"\x07" * 32
 VOCAB = 200
@@ -43,29 +44,9 @@ def prior() -> torch.Tensor:
 
 
 def build(name: str):
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-
     family, tying = name.split("-")
-    tied = tying == "tied"
-    torch.manual_seed(11)
-    ids = {"bos_token_id": 2, "eos_token_id": 3}
-    if family == "gpt2":
-        config = GPT2Config(
-            vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=64, tie_word_embeddings=tied, **ids
-        )
-        return GPT2LMHeadModel(config).eval()
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        tie_word_embeddings=tied,
-        pad_token_id=0,
-        **ids,
-    )
-    return LlamaForCausalLM(config).eval()
+    extra = {"n_positions": 64} if family == "gpt2" else {"pad_token_id": 0}
+    return random_causal_lm(family, VOCAB, tying == "tied", seed=11, bos_token_id=2, eos_token_id=3, **extra)
 
 
 @pytest.fixture(params=MODELS)

