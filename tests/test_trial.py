@@ -129,7 +129,7 @@ def test_trial_settings_file_round_trip(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(SettingsError, match="unknown field.*epochs"):
         TrialSettings.load(path)
-    data["tuning"] = {"mode": "lora"}
+    data["tuning"] = {"mode": "adapters"}
     path.write_text(json.dumps(data))
     with pytest.raises(SettingsError, match="mode must be one of"):
         TrialSettings.load(path)
