@@ -351,6 +351,7 @@ class TrialRunner:
         self.references = references
         self.device = device
         self._plaintext: dict[str, Score] = {}
+        self._adapters: dict[tuple[int, str], int] = {}
 
     @functools.cached_property
     def data(self) -> PreparedTask | PreparedLM:
@@ -409,10 +410,13 @@ class TrialRunner:
         return flops
 
     def adapters(self, tuning: TuningBudget) -> int:
-        """LoRA parameters the tuning trains (0 outside mode lora)."""
+        """LoRA parameters the tuning trains (0 outside mode lora; counted once per rank and targets)."""
         if tuning.mode != "lora":
             return 0
-        return adapter_parameters(self.pretrained(), tuning.lora_rank, tuning.lora_targets)
+        key = (tuning.lora_rank, tuning.lora_targets)
+        if key not in self._adapters:
+            self._adapters[key] = adapter_parameters(self.pretrained(), *key)
+        return self._adapters[key]
 
     def _recovery_flops(self, budget: RecoveryBudget, seed: int) -> float:
         """Recovery training is paid once per key, however many tuning jobs reuse the key."""
