@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from optuna.trial import FrozenTrial
 
 from adaptive.study import Caps, LeakageFigures, leakage_figures, objectives_of, trial_settings
-from objectives.trial import TrialSettings, baseline_note, not_learnt
+from objectives.trial import ANSWER, TrialSettings, baseline_note, not_learnt
 from operators.errors import SettingsError
 from storage.repository import SelectionRecord
 
@@ -134,7 +134,7 @@ def choose(candidates: Sequence[Candidate], policy: str = DEFAULT_POLICY) -> Cho
         best = min(candidates, key=_distance_to_ideal(candidates))
         reason = f"closest to the ideal point among {len(candidates)} feasible Pareto-optimal settings"
     if not_learnt(best.accuracy, best.baseline_accuracy):
-        reason += "; NOT LEARNT: no better than always answering the most common label"
+        reason += f"; NOT LEARNT: no better than always giving the most common answer ({ANSWER})"
     return Choice(best, policy, reason)
 
 

@@ -272,6 +272,7 @@ class Score:
     perplexity: float | None = None
 
 
+ANSWER = "label, or next token for a language model"
 LEARNT_MARGIN = 0.01  # accuracy within this of the baseline: the task was not learnt
 
 
@@ -285,8 +286,8 @@ def baseline_note(accuracy: float | None, baseline: float | None) -> str:
     if accuracy is None or baseline is None:
         return ""
     if not_learnt(accuracy, baseline):
-        return f"; NOT LEARNT: always answering the most common label scores {baseline:.4f}"
-    return f"; the most common label alone scores {baseline:.4f}"
+        return f"; NOT LEARNT: always giving the most common answer ({ANSWER}) scores {baseline:.4f}"
+    return f"; the most common answer alone scores {baseline:.4f}"
 
 
 class ReferenceCache(Protocol):

@@ -138,7 +138,8 @@ def _front_table(title: str, rows: list[dict[str, Any]]) -> Table:
 LEAKAGE_CAPTION = (
     "leakage bound: share of private tokens recovered by an attacker who knows the key's invertible "
     "operators; best attack run: the suite on the upload as it is (a lower bound). Neither is a guarantee. "
-    "not learnt: no better than always answering the most common label."
+    "not learnt: no better than always giving the most common answer (label, or next token for a language "
+    "model)."
 )
 
 
