@@ -20,6 +20,8 @@ from pathlib import Path
 
 from torch import nn
 
+from operators.identity import output_weight
+
 TRAIN_MULTIPLIER = {"full": 3.0, "embeddings+head": 2.0, "body": 3.0, "lora": 2.0}
 NOISE_FLOPS_PER_ENTRY = 20.0  # keystream bytes, Box-Muller/inverse-CDF transform and the addition
 ADAM_FLOPS_PER_PARAMETER = 12.0  # moments, bias correction, square root, division, update
@@ -89,9 +91,7 @@ class ModelShape:
         layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 1)
         hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 1)
         embedding = model.get_input_embeddings().weight
-        getter = getattr(model, "get_output_embeddings", None)
-        output = getter() if getter else None
-        tied = output is not None and getattr(output, "weight", None) is embedding
+        tied = output_weight(model) is embedding
         return cls(
             int(body), int(layers), int(hidden), int(embedding.shape[0]), embedding.shape[0] if tied else 0
         )

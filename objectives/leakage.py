@@ -22,7 +22,7 @@ from objectives.attacks.suite import Attack, LeakageReport, run_attacks, suite_f
 from objectives.attacks.view import CloudView, GroundTruth, PublicKnowledge, bigram_counts, token_counts
 from objectives.device import CPU
 from operators.errors import SettingsError
-from operators.identity import input_embedding
+from operators.identity import input_embedding, output_weight
 from operators.key import ShakeKey
 from operators.vertical import VerticalChain, embedding_scale
 
@@ -52,11 +52,9 @@ def ground_truth(key: ShakeKey) -> GroundTruth:
 def untied_output_rows(model: nn.Module) -> torch.Tensor | None:
     """The weight of an untied output embedding (one row per vocabulary id, like the input embedding), or
     None for a tied head and for a model without a vocabulary output layer (a classifier)."""
-    getter = getattr(model, "get_output_embeddings", None)
-    output = getter() if getter else None
-    weight = getattr(output, "weight", None)
+    weight = output_weight(model)
     rows = input_embedding(model)
-    if not isinstance(weight, torch.Tensor) or weight is rows or weight.shape != rows.shape:
+    if weight is None or weight is rows or weight.shape != rows.shape:
         return None
     return None if weight.data_ptr() == rows.data_ptr() else weight
 

@@ -25,6 +25,18 @@ def input_embedding(model: nn.Module) -> torch.Tensor:
     return weight
 
 
+def output_layer(model: nn.Module) -> nn.Module | None:
+    """The model's vocabulary output layer (a language-model head), or None (e.g. a classifier)."""
+    getter = getattr(model, "get_output_embeddings", None)
+    return getter() if getter else None
+
+
+def output_weight(model: nn.Module) -> torch.Tensor | None:
+    """The weight of the model's vocabulary output layer (the input embedding itself when tied), or None."""
+    weight = getattr(output_layer(model), "weight", None)
+    return weight if isinstance(weight, torch.Tensor) else None
+
+
 def tensor_sha256(tensor: torch.Tensor) -> str:
     """SHA-256 of a tensor's values (float32, row-major)."""
     array = tensor.detach().to("cpu", torch.float32).contiguous().numpy()

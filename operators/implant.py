@@ -27,7 +27,7 @@ from torch import nn
 from operators.errors import UnsupportedModelError
 from operators.homophonic import Homophones
 from operators.horizontal import Permutation
-from operators.identity import input_embedding
+from operators.identity import input_embedding, output_layer, output_weight
 from operators.key import ShakeKey, set_marker
 from operators.vertical import GaussianNoise, embedding_scale
 
@@ -46,10 +46,9 @@ def vocabulary_tensors(model: nn.Module) -> VocabularyTensors:
     weight = input_embedding(model)
     vocab_size = weight.shape[0]
     found = VocabularyTensors(weight)
-    getter = getattr(model, "get_output_embeddings", None)
-    output = getter() if getter else None
+    output = output_layer(model)
     if output is not None:
-        out_weight = getattr(output, "weight", None)
+        out_weight = output_weight(model)
         if out_weight is not None and out_weight is not weight:
             if tuple(out_weight.shape) != tuple(weight.shape):
                 raise UnsupportedModelError(

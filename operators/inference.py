@@ -5,15 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from operators.identity import input_embedding
+from operators.identity import input_embedding, output_layer
 from operators.key import ShakeKey
 from operators.randomness import KeyStream
 
 
 def has_vocabulary_output(model: nn.Module) -> bool:
     """Whether the model's logits are indexed by vocabulary id (a language-model head)."""
-    getter = getattr(model, "get_output_embeddings", None)
-    return getter is not None and getter() is not None
+    return output_layer(model) is not None
 
 
 def private_logits(
