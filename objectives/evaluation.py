@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,15 @@ def label_indices(labels: Sequence[Any], config: Any) -> list[int]:
             f"labels {unknown[:5]} are not among the model's labels ({', '.join(sorted(label2id))})"
         )
     return [label2id[str(label)] for label in labels]
+
+
+def majority_accuracy(train_answers: Sequence[Any], eval_answers: Sequence[Any]) -> float:
+    """Accuracy on ``eval_answers`` of always giving the most common of ``train_answers`` (a label, or a
+    next token): the baseline a model must beat to have learnt anything."""
+    if not train_answers or not eval_answers:
+        return 0.0
+    common = Counter(train_answers).most_common(1)[0][0]
+    return sum(answer == common for answer in eval_answers) / len(eval_answers)
 
 
 @torch.no_grad()

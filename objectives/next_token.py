@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,6 +20,7 @@ from torch import nn
 
 from objectives.data import DataError
 from objectives.device import autocast, model_device
+from objectives.evaluation import majority_accuracy
 from objectives.models import load_tokenizer
 from objectives.task import TaskSpec
 from objectives.tokens import length_sorted_batches, pad_batch, tokenize
@@ -29,7 +29,7 @@ from operators.key import ShakeKey
 from operators.randomness import KeyStream
 
 IGNORE = -100  # label of positions the loss skips
-COPY_MASS = "sum"  # a tuned model spreads a token's probability over its copies: sum them
+TUNED_COPY_MASS = "sum"  # a tuned model spreads a token's probability over its copies: sum them
 
 
 def tokenize_documents(
@@ -69,15 +69,6 @@ def causal_batch(
 def targets_of(sequences: Sequence[Sequence[int]], loss_from: Sequence[int]) -> list[int]:
     """Every target token (position >= loss_from) of every sequence."""
     return [token for seq, start in zip(sequences, loss_from, strict=True) for token in seq[max(start, 1) :]]
-
-
-def unigram_accuracy(train_targets: Sequence[int], eval_targets: Sequence[int]) -> float:
-    """Next-token accuracy of always predicting the most common training target: the baseline a model
-    must beat to have learnt anything (the counterpart of the most common label)."""
-    if not train_targets or not eval_targets:
-        return 0.0
-    common = Counter(train_targets).most_common(1)[0][0]
-    return sum(token == common for token in eval_targets) / len(eval_targets)
 
 
 def fine_tune_lm(
@@ -120,7 +111,7 @@ def evaluate_next_token(
     source: KeyStream | None = None,
     batch_size: int = 64,
     advance: Callable[[int], None] | None = None,
-    copy_mass: str = COPY_MASS,
+    copy_mass: str = TUNED_COPY_MASS,
 ) -> NextTokenScore:
     """Score ``model`` on plaintext ids; with ``key``, by private inference (inputs encoded with the key,
     outputs decoded to plaintext scores, copies drawn from ``source``: the OS CSPRNG when None)."""
@@ -172,7 +163,7 @@ class PreparedLM:
     @property
     def baseline_accuracy(self) -> float:
         """Next-token accuracy of always predicting the most common training target."""
-        return unigram_accuracy(
+        return majority_accuracy(
             targets_of(self.train_ids, self.train_loss_from), targets_of(self.eval_ids, self.eval_loss_from)
         )
 
@@ -195,5 +186,19 @@ def prepare_lm_task(task: TaskSpec, model: str, slices: Slices) -> PreparedLM:
         eval_ids,
         eval_from,
         tokenize(tokenizer, task.load_public(), slices.max_length),
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        lm_pad_id(tokenizer),
     )
+
+
+def lm_pad_id(tokenizer: Any, model: nn.Module | None = None) -> int:
+    """The id padding takes: the tokenizer's pad token, else the model's, else its end token, else 0
+    (padding is masked and never a target, so any id serves)."""
+    config = getattr(model, "config", None)
+    for pad in (
+        getattr(tokenizer, "pad_token_id", None),
+        getattr(config, "pad_token_id", None),
+        getattr(config, "eos_token_id", None),
+    ):
+        if isinstance(pad, int):
+            return pad
+    return 0

@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
+from objectives.evaluation import majority_accuracy
 from objectives.models import DEFAULT_MODEL, load_tokenizer, pretrained_body, quiet_transformers
-from objectives.next_token import causal_batch, evaluate_next_token, targets_of, unigram_accuracy
+from objectives.next_token import causal_batch, evaluate_next_token, targets_of
 from objectives.tokens import tokenize
 from objectives.tuning import adamw, batch_plan
 from operators.errors import SettingsError
@@ -153,7 +154,7 @@ def pretrain_small_lm(
         time.perf_counter() - started,
         before,
         evaluate_next_token(model, heldout, starts(heldout), tokenizer.pad_token_id).accuracy,
-        unigram_accuracy(targets_of(train, starts(train)), targets_of(heldout, starts(heldout))),
+        majority_accuracy(targets_of(train, starts(train)), targets_of(heldout, starts(heldout))),
     )
     out = Path(out)
     model.save_pretrained(out)

@@ -78,6 +78,14 @@ class DataSource:
         check_texts(columns[prompt_column], str(self))
         return list(zip(columns[prompt_column], columns[text_column], strict=True))
 
+    def load_documents(
+        self, text_column: str, prompt_column: str | None = None, header: bool = True
+    ) -> list[tuple[str, str]]:
+        """A language-model source as (prompt, text) pairs; the prompt is empty for plain documents."""
+        if prompt_column is None:
+            return [("", text) for text in self.load_texts(text_column, header)]
+        return self.load_pairs(prompt_column, text_column, header)
+
     def load_texts(self, text_column: str = "sentence", header: bool = True) -> list[str]:
         """Texts of the selected rows, for sources without labels (the attacker's public text)."""
         texts = self._rows((text_column,), header)[text_column]
@@ -204,10 +212,8 @@ class TaskSpec:
         return self.public.load_texts(self.text_column, self.header)
 
     def load_documents(self, source: DataSource) -> list[tuple[str, str]]:
-        """A language-model source as (prompt, text) pairs; the prompt is empty for plain documents."""
-        if self.prompt_column is None:
-            return [("", text) for text in source.load_texts(self.text_column, self.header)]
-        return source.load_pairs(self.prompt_column, self.text_column, self.header)
+        """A language-model source of this task as (prompt, text) pairs (see DataSource.load_documents)."""
+        return source.load_documents(self.text_column, self.prompt_column, self.header)
 
     def check(self, min_rows: int = MIN_ROWS) -> dict[str, int]:
         """Load every source now and refuse what would fail later, or leak: fewer than ``min_rows``

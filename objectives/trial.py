@@ -12,7 +12,6 @@ import copy
 import functools
 import hashlib
 import json
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from objectives.cost import (
 from objectives.data import DataError, label_ids
 from objectives.device import CPU, describe_device
 from objectives.encoded import encode_token_ids
-from objectives.evaluation import evaluate_accuracy
+from objectives.evaluation import evaluate_accuracy, majority_accuracy
 from objectives.leakage import (
     BOUND,
     StagedLeakage,
@@ -228,8 +227,7 @@ class PreparedTask:
     def baseline_accuracy(self) -> float:
         """Accuracy on the evaluation slice of always answering the training slice's most common label:
         a setting at or near it has not learnt the task, whatever its leakage."""
-        majority = Counter(self.train_labels).most_common(1)[0][0]
-        return sum(label == majority for label in self.eval_labels) / max(len(self.eval_labels), 1)
+        return majority_accuracy(self.train_labels, self.eval_labels)
 
 
 @functools.lru_cache(maxsize=8)

@@ -24,7 +24,7 @@ from objectives.models import (
     load_classifier,
     load_tokenizer,
 )
-from objectives.next_token import evaluate_next_token, fine_tune_lm, targets_of, tokenize_documents
+from objectives.next_token import evaluate_next_token, fine_tune_lm, lm_pad_id, targets_of, tokenize_documents
 from objectives.recovery_training import RECOVERY_PARTS, RecoveryBudget, recovery_train_shaken
 from objectives.task import LM, TASK_KINDS, DataSource
 from objectives.tokens import DEFAULT_MAX_LENGTH, tokenize
@@ -253,7 +253,7 @@ def encode(
     source = DataSource.parse(data)
     report: dict[str, Any] = {}
     if task_kind == LM:
-        pairs = _documents(source, text_column, prompt_column, not no_header)
+        pairs = source.load_documents(text_column, prompt_column, not no_header)
         token_ids, loss_from = tokenize_documents(tokenizer, pairs, max_length)
         encoded = EncodedData(encode_token_ids(key, token_ids), loss_from=loss_from)
         report["targets"] = len(targets_of(token_ids, loss_from))
@@ -285,15 +285,6 @@ def _check_task(task_kind: str, prompt_column: str | None) -> None:
         raise SettingsError("--prompt-column belongs to --task-kind lm")
 
 
-def _documents(
-    source: DataSource, text_column: str, prompt_column: str | None, header: bool
-) -> list[tuple[str, str]]:
-    """A language-model source as (prompt, text) pairs; the prompt is empty for plain documents."""
-    if prompt_column is None:
-        return [("", text) for text in source.load_texts(text_column, header)]
-    return source.load_pairs(prompt_column, text_column, header)
-
-
 def _causal_lm(model: str) -> Any:
     """The causal LM in ``model``, in the class it was saved as (so every weight is kept); a model that
     cannot predict the next token is refused."""
@@ -307,19 +298,6 @@ def _causal_lm(model: str) -> Any:
             "`shaketune small-lm`)"
         ) from None
     return loaded
-
-
-def _lm_pad_id(tokenizer: Any, model: Any) -> int:
-    """The id padding takes: the tokenizer's pad token, else the model's, else its end token, else 0
-    (padding is masked and never a target, so any id serves)."""
-    for pad in (
-        getattr(tokenizer, "pad_token_id", None),
-        getattr(model.config, "pad_token_id", None),
-        getattr(model.config, "eos_token_id", None),
-    ):
-        if isinstance(pad, int):
-            return pad
-    return 0
 
 
 def recover(
@@ -412,7 +390,7 @@ def evaluate(
     if key is not None:
         key.check_tokenizer(tokenizer)
     if task_kind == LM:
-        pairs = _documents(DataSource.parse(data), text_column, prompt_column, not no_header)
+        pairs = DataSource.parse(data).load_documents(text_column, prompt_column, not no_header)
         _evaluate_lm(loaded, tokenizer, key, pairs, max_length, batch_size, where, as_json)
         return
     table = DataSource.parse(data).load(text_column, label_column, not no_header)
@@ -474,7 +452,7 @@ def _evaluate_lm(
             model,
             token_ids,
             loss_from,
-            _lm_pad_id(tokenizer, model),
+            lm_pad_id(tokenizer, model),
             key=key,
             batch_size=batch_size,
             advance=lambda n: bar.advance(task, n),
@@ -547,7 +525,7 @@ def tune(
     tokenizer = _tokenizer_for(model)
     if upload.loss_from is not None:
         loaded = _causal_lm(model)
-        objective, pad_id, targets = fine_tune_lm, _lm_pad_id(tokenizer, loaded), upload.loss_from
+        objective, pad_id, targets = fine_tune_lm, lm_pad_id(tokenizer, loaded), upload.loss_from
     else:
         assert upload.labels is not None
         targets, names = label_ids(upload.labels)
