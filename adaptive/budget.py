@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from adaptive.screening import SCREEN_LIMIT, count_tuned, tuned
 from operators.errors import ShaketuneError
 from storage.repository import Repository
 
@@ -51,24 +52,49 @@ def worker_name() -> str:
 
 
 def completed(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    """Trials that count towards the budget: complete ones that tuned (screened candidates do not)."""
+    return count_tuned(study)
+
+
+def screened_out(study: optuna.Study) -> int:
+    """Candidates this study stopped before tuning (by a cap or by dominance; not those transferred)."""
+    return sum(
+        not tuned(t) and not t.user_attrs.get("transferred_from")
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    )
 
 
 def _tidy_slots(study: optuna.Study, repository: Repository, budget: int) -> None:
-    """Release slots whose trial failed or never started; give completed trials without one a slot."""
-    trials = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    """Release slots whose trial failed, was screened out or never started; give tuned trials without one
+    a slot."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     stale_pending = datetime.now(timezone.utc) - timedelta(seconds=6 * heartbeat_seconds())
     held = set()
     for slot, number, _worker, claimed_at in repository.slots(study.study_name):
-        failed = number is not None and trials.get(number) == TrialState.FAIL
+        trial = trials.get(number) if number is not None else None
+        failed = trial is not None and trial.state == TrialState.FAIL
+        screened = trial is not None and trial.state == TrialState.COMPLETE and not tuned(trial)
         abandoned = number is None and claimed_at < stale_pending
-        if failed or abandoned:
+        if failed or screened or abandoned:
             repository.release_slot(study.study_name, slot)
         elif number is not None:
             held.add(number)
-    for number, state in trials.items():  # e.g. completed by ``optimize`` before workers joined
-        if state == TrialState.COMPLETE and number not in held:
-            repository.claim_slot(study.study_name, budget, "adopted", trial_number=number)
+    counted = {n for n, t in trials.items() if tuned(t)}
+    for number in counted - held:  # e.g. completed by ``optimize`` before workers joined
+        repository.claim_slot(study.study_name, budget, "adopted", trial_number=number)
+
+
+def stop_after_tuned(study: optuna.Study, trials: int) -> Callable[[optuna.Study, Any], None]:
+    """An ``optimize`` callback that stops ``study`` once it has tuned ``trials`` more trials than now, or
+    screened ``SCREEN_LIMIT`` x ``trials`` more candidates out."""
+    tuned_before, screened_before = completed(study), screened_out(study)
+
+    def callback(study: optuna.Study, _trial: Any) -> None:
+        tuned_now = completed(study) - tuned_before
+        if tuned_now >= trials or screened_out(study) - screened_before >= SCREEN_LIMIT * trials:
+            study.stop()
+
+    return callback
 
 
 def run_budget(
@@ -81,8 +107,10 @@ def run_budget(
     should_stop: Callable[[], bool] = lambda: False,
     max_failures: int = 3,
 ) -> int:
-    """Run trials until ``study`` has ``budget`` completed ones, ``deadline`` passes or ``should_stop()``;
-    returns how many this worker completed."""
+    """Run trials until ``study`` has ``budget`` tuned ones, ``deadline`` passes or ``should_stop()``;
+    returns how many this worker tuned. Screened candidates (stopped before tuning) free their slot and
+    do not count; after ``SCREEN_LIMIT`` x ``budget`` of them the run stops (the caps exclude nearly
+    everything the sampler proposes)."""
     me, mine, failures = worker_name(), 0, 0
     reasons: list[str] = []
     while (deadline is None or datetime.now(timezone.utc) < deadline) and not should_stop():
@@ -90,7 +118,7 @@ def run_budget(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
         _tidy_slots(study, repository, budget)
-        if completed(study) >= budget:
+        if completed(study) >= budget or screened_out(study) >= SCREEN_LIMIT * budget:
             break
         slot = repository.claim_slot(study.study_name, budget, me)
         if slot is None:  # every slot is held by a running trial; one may still fail and free its slot
@@ -115,7 +143,11 @@ def run_budget(
             continue
         trial = next(t for t in study.get_trials(deepcopy=False) if t.number == numbers[0])
         if trial.state == TrialState.COMPLETE:
-            mine, failures = mine + 1, 0
+            failures = 0
+            if tuned(trial):
+                mine += 1
+            else:
+                repository.release_slot(study.study_name, slot)
             continue
         repository.release_slot(study.study_name, slot)
         failures += 1

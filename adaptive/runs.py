@@ -30,20 +30,22 @@ from optuna.trial import TrialState
 
 from adaptive.budget import heartbeat_seconds, run_budget, storage_options
 from adaptive.samplers import DEFAULT_SAMPLER, SAMPLERS
+from adaptive.screening import DEFAULT_STRATEGY, PLAIN, check_strategy
 from adaptive.selection import POLICIES, Candidate, cap_note, decide
 from adaptive.space import SearchSpace
 from adaptive.study import (
     Caps,
     StoredReferences,
     StudyConfig,
+    cost_in_gflops,
     feasible_front,
     load_study,
     objective,
     open_study,
     runner_for,
     study_exists,
-    warm_start,
 )
+from adaptive.transfer import warm_start
 from objectives.device import resolve_device
 from objectives.leakage import DEFAULT_LEAKAGE_MEASURE, check_measure
 from objectives.task import TaskSpec
@@ -88,9 +90,11 @@ class SearchTemplate:
     fidelity: Fidelity = field(default_factory=Fidelity)
     space: SearchSpace = field(default_factory=SearchSpace)
     leakage_measure: str = DEFAULT_LEAKAGE_MEASURE  # older templates: the bound, the safe default
+    strategy: str = DEFAULT_STRATEGY  # how trials spend tuning (adaptive/screening.py)
 
     def __post_init__(self) -> None:
         check_measure(self.leakage_measure)
+        check_strategy(self.strategy)
         if self.trials < 1:
             raise SettingsError(f"trials must be >= 1, got {self.trials}")
         if self.sampler not in SAMPLERS:
@@ -102,13 +106,22 @@ class SearchTemplate:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> SearchTemplate:
         data = dict(data or {})
+        data.setdefault("strategy", PLAIN)  # what targets registered before screening searched with
         fidelity = Fidelity(**data.pop("fidelity", {}))
         space = SearchSpace.from_dict(data.pop("space", {}))
         return cls(fidelity=fidelity, space=space, **data)
 
     @classmethod
     def of(cls, config: StudyConfig, trials: int, sampler: str) -> SearchTemplate:
-        return cls(trials, sampler, config.seed, config.fidelity, config.space, config.leakage_measure)
+        return cls(
+            trials,
+            sampler,
+            config.seed,
+            config.fidelity,
+            config.space,
+            config.leakage_measure,
+            config.strategy,
+        )
 
 
 def config_for(target: TargetRecord) -> StudyConfig:
@@ -123,6 +136,7 @@ def config_for(target: TargetRecord) -> StudyConfig:
         target=target.name,
         seed=template.seed,
         leakage_measure=template.leakage_measure,
+        strategy=template.strategy,
     )
 
 
@@ -157,12 +171,18 @@ def queue_run(
     if record is None:
         raise NotFound(f"no target named {target!r}")
     template = SearchTemplate.from_dict(record.search)
+    source = (record.last_study or _latest_study_on(repository, record.model)) if warm else None
     try:
-        return repository.create_run(
-            target, kind, trials or template.trials, record.last_study if warm else None, template.seed
-        )
+        return repository.create_run(target, kind, trials or template.trials, source, template.seed)
     except ActiveRunExists as exc:
         raise RunConflict(str(exc)) from None
+
+
+def _latest_study_on(repository: Repository, model: str) -> str | None:
+    """The last study of another target on the same model: a new target starts from what it learnt about
+    leakage (which depends on the model and the shaking, not on the task's labels)."""
+    studies = [t.last_study for t in repository.targets() if t.model == model and t.last_study]
+    return studies[-1] if studies else None
 
 
 _children: dict[int, subprocess.Popen] = {}
@@ -446,13 +466,14 @@ def _execute(
         template = SearchTemplate.from_dict(target.search)
         storage = optuna_storage(url, **storage_options())
         study = open_study(run.study_name, storage, config, template.sampler, run.sampler_seed)
+        runner = runner_for(config, StoredReferences(repository), where)
         if run.warm_start_from and not study.get_trials(deepcopy=False):
-            warm_start(study, load_study(run.warm_start_from, storage), config.space)
+            source = load_study(run.warm_start_from, storage)
+            warm_start(study, source, config.space, config, cost_in_gflops(runner, config))
 
         def cancelled() -> bool:
             return heartbeat.lost.is_set() or repository.get_run(run_id).state == "cancelling"
 
-        runner = runner_for(config, StoredReferences(repository), where)
         run_budget(study, objective(config, runner, progress), run.trials, repository, should_stop=cancelled)
         if heartbeat.lost.is_set():
             return repository.get_run(run_id)  # another worker has the run now

@@ -4,8 +4,12 @@ The default is multivariate TPE with ``group=True``: the space is conditional (a
 and dimension exist only when the operator is switched on), and grouped TPE models each set of
 parameters that occur together jointly instead of falling back to independent sampling; it handles
 three objectives and constraints, and ``constant_liar`` keeps parallel workers from sampling the same
-point. NSGA-II and GP work too but treat conditional parameters less well (GP samples parameters
-outside the common subspace at random); random search is the baseline the benchmark compares with.
+point. NSGA-II and the Gaussian-process samplers work too: ``gp`` (Optuna's, log expected hypervolume
+improvement) and ``botorch`` (BoTorch through optuna-integration: noisy expected hypervolume improvement,
+qNEHVI); both read the caps as the constraints each trial sets. A GP models only parameters every
+trial has, so for them the space suggests every operator's intensity and dimension whether it is on or
+not (:func:`flat_space`).
+Random search is the baseline the benchmark compares with; ``bench/bench_search.py`` chose the default.
 """
 
 from __future__ import annotations
@@ -32,9 +36,24 @@ def make_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSamp
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=16)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
+    if name == "botorch":
+        # imports the torch-heavy BoTorch only when chosen
+        from optuna_integration.botorch import BoTorchSampler, qnehvi_candidates_func
+
+        with warnings.catch_warnings():  # marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return BoTorchSampler(
+                candidates_func=qnehvi_candidates_func, seed=seed, n_startup_trials=STARTUP_TRIALS
+            )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise SettingsError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
 
 
-SAMPLERS = ("tpe", "nsga2", "gp", "random")
+SAMPLERS = ("tpe", "nsga2", "gp", "botorch", "random")
+FLAT = ("gp", "botorch")
+
+
+def flat_space(sampler: optuna.samplers.BaseSampler) -> bool:
+    """Whether ``sampler`` needs every parameter in every trial (a GP over a fixed set of dimensions)."""
+    return isinstance(sampler, optuna.samplers.GPSampler) or type(sampler).__name__ == "BoTorchSampler"

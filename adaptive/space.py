@@ -105,20 +105,24 @@ class SearchSpace:
         return cls(**tuples)
 
     # --- Optuna ------------------------------------------------------------------------------------
-    def suggest(self, trial: optuna.Trial) -> TrialSettings:
-        """Ask ``trial`` for one point of the space."""
+    def suggest(self, trial: optuna.Trial, flat: bool = False) -> TrialSettings:
+        """Ask ``trial`` for one point of the space; ``flat``: every parameter in every trial (an
+        operator's intensity and dimension even when it is off, unused then), which a GP sampler needs."""
         coverage = trial.suggest_float("coverage", *self.coverage)
         chain = []
         for op in self.operators:
-            if trial.suggest_categorical(f"use_{op}", [False, True]):
+            use = trial.suggest_categorical(f"use_{op}", [False, True])
+            if use or flat:
                 intensity = trial.suggest_float(f"{op}.intensity", *INTENSITY_RANGES[op])
                 dimension = trial.suggest_float(f"{op}.dimension", *DIMENSION_RANGE)
-                chain.append(OperatorSettings(op, intensity, dimension))
+                if use:
+                    chain.append(OperatorSettings(op, intensity, dimension))
         homophones = HomophoneSettings()
         max_share = trial.suggest_categorical("homophones.max_share", list(self.max_shares))
-        if max_share < 1.0:
+        if max_share < 1.0 or (flat and min(self.max_shares) < 1.0):
             noise = trial.suggest_float("homophones.copy_noise", *self.copy_noise)
-            homophones = HomophoneSettings(max_share, noise)
+            if max_share < 1.0:
+                homophones = HomophoneSettings(max_share, noise)
         recovery = RecoveryBudget()
         recovery_steps = trial.suggest_categorical("recovery.steps", list(self.recovery_steps))
         if recovery_steps > 0:

@@ -24,7 +24,8 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from adaptive.samplers import DEFAULT_SAMPLER, make_sampler
+from adaptive import screening
+from adaptive.samplers import DEFAULT_SAMPLER, flat_space, make_sampler
 from adaptive.space import SearchSpace
 from objectives.device import CPU
 from objectives.leakage import ATTACKS, DEFAULT_LEAKAGE_MEASURE, check_measure
@@ -114,9 +115,11 @@ class StudyConfig:
     target: str = ""
     seed: int = 0
     leakage_measure: str = DEFAULT_LEAKAGE_MEASURE  # which figure the leakage objective and caps use
+    strategy: str = screening.DEFAULT_STRATEGY  # how trials spend tuning (adaptive/screening.py)
 
     def __post_init__(self) -> None:
         check_measure(self.leakage_measure)
+        screening.check_strategy(self.strategy)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -129,6 +132,7 @@ class StudyConfig:
             "target": self.target,
             "seed": self.seed,
             "leakage_measure": self.leakage_measure,
+            "strategy": self.strategy,
         }
 
     @classmethod
@@ -142,12 +146,13 @@ class StudyConfig:
             target=data.get("target", ""),
             seed=int(data.get("seed", 0)),
             leakage_measure=data.get("leakage_measure", ATTACKS),  # what studies measured before the bound
+            strategy=data.get("strategy", screening.PLAIN),  # what studies did before screening
         )
 
     def differences(self, other: StudyConfig) -> list[str]:
         """What differs between two configs, among what changes the measurements."""
         mine, theirs = self.to_dict(), other.to_dict()
-        keys = ("model", "task_fingerprint", "fidelity", "space", "caps", "leakage_measure")
+        keys = ("model", "task_fingerprint", "fidelity", "space", "caps", "leakage_measure", "strategy")
         return [key for key in keys if mine[key] != theirs[key]]
 
 
@@ -218,38 +223,83 @@ def record(
     for name, value in result.to_dict().items():
         trial.set_user_attr(name, value)
     trial.set_user_attr("leakage_measure", measure)
-    accuracy = result.accuracy if result.accuracy is not None else 0.0  # stopped: worst possible
+    accuracy = result.accuracy
+    if accuracy is None:  # stopped at a rung: its last score; before tuning: the worst possible
+        accuracy = list(result.accuracy_by_steps.values())[-1] if result.accuracy_by_steps else 0.0
     values = (accuracy, result.cost_gflops, result.leakage(measure))
     for name, violation in caps.violations(*values).items():
         trial.set_constraint(name, violation)
     return values
 
 
+def shaking_key(settings: TrialSettings) -> str:
+    """What the upload, hence the leakage, depends on: the shaking and the recovery training, not the
+    tuning budget."""
+    recovery = settings.recovery.to_dict() if settings.recovery.enabled else None
+    return json.dumps({"shaking": settings.shaking.to_dict(), "recovery": recovery}, sort_keys=True)
+
+
 def measurement_seed(seed: int, settings: TrialSettings) -> int:
-    """The trial key's seed: a function of the study seed and the settings only, so the same settings
-    measured again (a warm start, another worker) give exactly the same figures."""
-    digest = hashlib.sha256(f"{seed}|{json.dumps(settings.to_dict(), sort_keys=True)}".encode()).digest()
+    """The trial key's seed: a function of the study seed and the shaking only (:func:`shaking_key`), so
+    the same shaking measured again (a warm start, another worker, another tuning budget) makes the same
+    key and gives exactly the same leakage."""
+    digest = hashlib.sha256(f"{seed}|{shaking_key(settings)}".encode()).digest()
     return int.from_bytes(digest[:8], "big")
 
 
 def objective(
     config: StudyConfig, runner: TrialRunner, progress: Callable[[str, int, int], None] | None = None
 ) -> Callable[[optuna.Trial], tuple[float, float, float]]:
-    """The function Optuna calls per trial: suggest settings, measure them, record the figures."""
-    caps, measure = config.caps, config.leakage_measure
+    """The function Optuna calls per trial: suggest settings, screen them by cost and leakage (the study's
+    strategy, :mod:`adaptive.screening`), tune what passes, record the figures."""
+    caps, measure, strategy = config.caps, config.leakage_measure, config.strategy
 
     def run(trial: optuna.Trial) -> tuple[float, float, float]:
-        settings = config.space.suggest(trial)
-        cost = sum(runner.flops(settings, config.seed).values()) / 1e9
+        settings = config.space.suggest(trial, flat=flat_space(trial.study.sampler))
+        cost = cost_in_gflops(runner, config)(settings)
+        shaking = shaking_key(settings)
+        trial.set_user_attr(screening.SHAKING_ATTR, shaking)
+        reused = screening.known_leakage(trial.study, shaking) if strategy != screening.PLAIN else None
+        known: dict[str, float] = {}
 
         def stop(leakage: Any) -> bool:
-            too_leaky = caps.max_leakage is not None and leakage.figure(measure) > caps.max_leakage
-            too_costly = caps.max_cost is not None and cost > caps.max_cost
-            return too_leaky or too_costly
+            figure = known["leakage"] = leakage.figure(measure)
+            if caps.max_leakage is not None and figure > caps.max_leakage:
+                trial.set_user_attr(screening.SCREENED_ATTR, "leakage over the cap")
+                return True
+            if caps.max_cost is not None and cost > caps.max_cost:
+                trial.set_user_attr(screening.SCREENED_ATTR, "cost over the cap")
+                return True
+            if strategy == screening.PLAIN:
+                return False
+
+            def optimistic() -> float:
+                return runner.plaintext_accuracy(settings.tuning, config.seed)
+
+            better = screening.dominating_trial(trial.study, cost, figure, optimistic)
+            if better is not None:
+                trial.set_user_attr(
+                    screening.SCREENED_ATTR,
+                    f"dominated by trial {better.number} (more accurate than plaintext tuning at this "
+                    f"budget, {optimistic():.4f}, at no more cost and leakage)",
+                )
+                return True
+            return False
+
+        rungs = None
+        if strategy == screening.HALVING:
+            leakage_now = lambda: known["leakage"]  # noqa: E731 - known once the attacks ran
+            rungs = screening.halving_rungs(trial.study, trial, settings.tuning.steps, cost, leakage_now)
 
         key_seed = measurement_seed(config.seed, settings)
         result = runner.run(
-            settings, key_seed=key_seed, tuning_seed=config.seed, stop=stop, progress=progress
+            settings,
+            key_seed=key_seed,
+            tuning_seed=config.seed,
+            stop=stop,
+            progress=progress,
+            rungs=rungs,
+            known_leakage=reused,
         )
         return record(trial, result, caps, measure)
 
@@ -391,18 +441,6 @@ def load_settings_list(path: str) -> list[TrialSettings]:
         raise SettingsError(f"{path}: {exc}") from None
 
 
-def warm_start(study: optuna.Study, source: optuna.Study, space: SearchSpace) -> int:
-    """Enqueue the settings of ``source``'s feasible front; returns how many were enqueued."""
-    front = feasible_front(source)
-    for trial in front:
-        study.enqueue_trial(
-            space.params_of(trial_settings(trial)),
-            user_attrs={"warm_start": f"{source.study_name}#{trial.number}"},
-            skip_if_exists=True,
-        )
-    return len(front)
-
-
 class StoredReferences:
     """Plaintext references kept in the project's database, shared by every worker and resumed run."""
 
@@ -414,6 +452,11 @@ class StoredReferences:
 
     def put(self, key: str, accuracy: float) -> None:
         self._repository.store_plaintext_reference(key, accuracy)
+
+
+def cost_in_gflops(runner: TrialRunner, config: StudyConfig) -> Callable[[TrialSettings], float]:
+    """A setting's deterministic cost in GFLOP, as a study's trials count it."""
+    return lambda settings: sum(runner.flops(settings, config.seed).values()) / 1e9
 
 
 def runner_for(config: StudyConfig, references: Any = None, device: torch.device = CPU) -> TrialRunner:

@@ -156,6 +156,24 @@ class StagedLeakage:
         figures = {**self.per_attack(), **self.per_informed_attack()}
         return max(figures, key=figures.get) if figures else ""
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every stage's reports, so that a shaking measured once can be reused without attacking again."""
+        return {
+            stage: {"attacks": leakage.attacks.to_dict(), "informed": leakage.informed.to_dict()}
+            for stage, leakage in self.stages.items()
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StagedLeakage:
+        return cls(
+            {
+                stage: StageLeakage(
+                    LeakageReport.from_dict(item["attacks"]), LeakageReport.from_dict(item["informed"])
+                )
+                for stage, item in data.items()
+            }
+        )
+
 
 def informed_view(view: CloudView, key: ShakeKey, public: PublicKnowledge) -> CloudView:
     """The upload with the key's invertible vertical operators undone (the noise stays): what an attacker

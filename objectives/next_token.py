@@ -24,7 +24,7 @@ from objectives.evaluation import majority_accuracy
 from objectives.models import load_tokenizer
 from objectives.task import TaskSpec
 from objectives.tokens import length_sorted_batches, pad_batch, tokenize
-from objectives.tuning import TuningBudget, TuningRun, train_steps
+from objectives.tuning import Checkpoint, TuningBudget, TuningRun, train_steps
 from operators.key import ShakeKey
 from operators.randomness import KeyStream
 
@@ -80,6 +80,7 @@ def fine_tune_lm(
     seed: int = 0,
     advance: Callable[[int], None] | None = None,
     device: torch.device | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> TuningRun:
     """Tune a causal LM on (shaken or plaintext) ids with next-token loss on the target positions."""
 
@@ -88,7 +89,7 @@ def fine_tune_lm(
         out = model(input_ids=ids.to(where), attention_mask=mask.to(where), labels=labels.to(where))
         return out.loss, int(mask.sum())
 
-    return train_steps(model, len(token_ids), budget, batch_loss, seed, advance, device)
+    return train_steps(model, len(token_ids), budget, batch_loss, seed, advance, device, checkpoint)
 
 
 @dataclass(frozen=True)

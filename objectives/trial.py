@@ -50,9 +50,10 @@ from objectives.lora import adapter_parameters
 from objectives.models import DEFAULT_MODEL, load_tokenizer, pretrained_causal_lm, pretrained_classifier
 from objectives.next_token import PreparedLM, evaluate_next_token, fine_tune_lm, prepare_lm_task
 from objectives.recovery_training import RecoveryBudget, RecoveryRun, recovery_train_shaken, split_heldout
+from objectives.rungs import Rungs
 from objectives.task import TaskSpec
 from objectives.tokens import length_sorted_batches, tokenize
-from objectives.tuning import TuningBudget, batch_plan, budget_from_dict, fine_tune
+from objectives.tuning import Checkpoint, TuningBudget, TuningRun, batch_plan, budget_from_dict, fine_tune
 from operators.atomic import write_file_atomic
 from operators.errors import SettingsError
 from operators.homophonic import copy_counts, extra_rows
@@ -166,9 +167,37 @@ class TrialResult:
     recovered_accuracy: float | None = None  # the recovered model on plaintext (Fidelity.check_recovered)
     recovery: RecoveryRun | None = None
     stopped_early: bool = False
+    accuracy_by_steps: dict[str, float] = field(default_factory=dict)  # rung scores: steps done -> accuracy
+    stopped_at_steps: int | None = None  # a rung did not promote it: tuning ended after this many steps
+    leakage_reused: bool = False  # the figures of an earlier measurement of the same shaking and key
     device: str = "cpu"  # where the models and the attacks' matrix products ran (describe_device)
     task_kind: str = "classification"  # or "lm": accuracy is then next-token accuracy
     leakage_report: StagedLeakage | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(
+        cls,
+        settings: TrialSettings,
+        key_fingerprint: str,
+        leakage: StagedLeakage,
+        flops: dict[str, float],
+        **measured: Any,
+    ) -> TrialResult:
+        """A result whose leakage fields come from ``leakage`` and whose cost from ``flops``."""
+        return cls(
+            settings=settings,
+            key_fingerprint=key_fingerprint,
+            leakage_bound=leakage.bound,
+            leakage_attacks=leakage.attacks,
+            attacks=leakage.per_attack(),
+            bound_attacks=leakage.per_informed_attack(),
+            strongest_attack=leakage.strongest,
+            strongest_bound_attack=leakage.strongest_bound,
+            cost_gflops=sum(flops.values()) / 1e9,
+            flops=flops,
+            leakage_report=leakage,
+            **measured,
+        )
 
     def leakage(self, measure: str) -> float:
         """The figure a study optimises: ``bound`` or ``attacks``."""
@@ -206,6 +235,10 @@ class TrialResult:
             "peak_memory_mb": self.peak_memory_mb,
             "embedding_memory_mb": self.embedding_memory_mb,
             "stopped_early": self.stopped_early,
+            "accuracy_by_steps": self.accuracy_by_steps,
+            "stopped_at_steps": self.stopped_at_steps,
+            "leakage_reused": self.leakage_reused,
+            "leakage_stages": self.leakage_report.to_dict() if self.leakage_report else None,
             "device": self.device,
             "task_kind": self.task_kind,
         }
@@ -467,15 +500,25 @@ class TrialRunner:
         budget: TuningBudget,
         seed: int,
         advance: Callable[[int], None] | None = None,
-    ) -> None:
+        checkpoint: Checkpoint | None = None,
+    ) -> TuningRun:
         """Tune ``model`` on (plaintext or shaken) training ids with the task's loss, on the device."""
         data = self.data
         if isinstance(data, PreparedLM):
-            fine_tune_lm(
-                model, train_ids, data.train_loss_from, budget, data.pad_id, seed, advance, self.device
+            return fine_tune_lm(
+                model,
+                train_ids,
+                data.train_loss_from,
+                budget,
+                data.pad_id,
+                seed,
+                advance,
+                self.device,
+                checkpoint,
             )
-        else:
-            fine_tune(model, train_ids, data.train_labels, budget, data.pad_id, seed, advance, self.device)
+        return fine_tune(
+            model, train_ids, data.train_labels, budget, data.pad_id, seed, advance, self.device, checkpoint
+        )
 
     def _evaluate(self, model: nn.Module, key: ShakeKey | None = None) -> Score:
         """The task's score on the evaluation slice; with ``key`` by private inference, whose homophonic
@@ -498,12 +541,17 @@ class TrialRunner:
         tuning_seed: int = 0,
         stop: Callable[[StagedLeakage], bool] | None = None,
         progress: Progress | None = None,
+        rungs: Rungs | None = None,
+        known_leakage: StagedLeakage | None = None,
     ) -> TrialResult:
         """Measure one setting; ``stop`` sees the leakage (both figures) before training and after recovery
-        training, and may end the trial there.
+        training, and may end the trial there; ``rungs`` pause the private tuning for a validation score
+        and end it where they do not promote it.
 
         ``key_seed`` makes the trial's key; ``tuning_seed`` the batch order and dropout, which a study
         keeps fixed so that settings are compared on the same tuning noise (and share references).
+        ``known_leakage``: what the attacks found on this very key and shaking before (the same seed and
+        settings make the same upload), reused instead of attacking again.
         """
         report = progress or (lambda stage, done, total: None)
         data = self.data
@@ -522,12 +570,16 @@ class TrialRunner:
             shaken_train = encode_token_ids(key, data.train_ids, key.occurrence_stream("train"))
         seconds["shaking"] = watch.time
 
-        with Stopwatch() as watch:
-            leakage = StagedLeakage({"shaken": self._attack(shaken, shaken_train, key, report)})
-        seconds["attacks"] = watch.time
+        reused = known_leakage is not None and "shaken" in known_leakage.stages
+        if reused:  # the same key and shaking were attacked before: no attack runs (no "attacks" time)
+            leakage = StagedLeakage({"shaken": known_leakage.stages["shaken"]})
+        else:
+            with Stopwatch() as watch:
+                leakage = StagedLeakage({"shaken": self._attack(shaken, shaken_train, key, report)})
+            seconds["attacks"] = watch.time
 
         def finish(**measured: Any) -> TrialResult:
-            return self._result(settings, key, leakage, flops, seconds, **measured)
+            return self._result(settings, key, leakage, flops, seconds, leakage_reused=reused, **measured)
 
         if stop is not None and stop(leakage):
             return finish(stopped_early=True)
@@ -543,16 +595,24 @@ class TrialRunner:
                 )
             seconds["recovery"] = watch.time
             with Stopwatch() as watch:
-                recovered_stage = self._attack(shaken, shaken_train, key, report, trained_body=True)
+                if reused and "recovered" in known_leakage.stages:
+                    recovered_stage = known_leakage.stages["recovered"]
+                else:
+                    recovered_stage = self._attack(shaken, shaken_train, key, report, trained_body=True)
                 stages = dict(leakage.stages, recovered=recovered_stage)
                 leakage = StagedLeakage(stages)
             seconds["attacks_recovered"] = watch.time
             if stop is not None and stop(leakage):
                 return finish(stopped_early=True, **recovered)
 
+        by_steps: dict[str, float] = {}
         with Stopwatch() as watch:
-            self._tune(shaken, shaken_train, settings.tuning, tuning_seed, report)
+            done = self._tune(
+                shaken, shaken_train, settings.tuning, tuning_seed, report, key, rungs, by_steps
+            )
         seconds["tuning"] = watch.time
+        if done < settings.tuning.steps:  # a rung did not promote it
+            return finish(stopped_early=True, accuracy_by_steps=by_steps, stopped_at_steps=done, **recovered)
 
         if self.fidelity.attack_tuned:
             with Stopwatch() as watch:
@@ -580,8 +640,11 @@ class TrialRunner:
         with Stopwatch() as watch:
             plaintext = self.plaintext_score(settings.tuning, tuning_seed)
         seconds["plaintext_reference"] = watch.time
+        if rungs is not None:
+            by_steps[str(settings.tuning.steps)] = private.accuracy
         return finish(
             accuracy=private.accuracy,
+            accuracy_by_steps=by_steps,
             perplexity=private.perplexity,
             plaintext_accuracy=plaintext.accuracy,
             plaintext_perplexity=plaintext.perplexity,
@@ -602,8 +665,24 @@ class TrialRunner:
         budget: TuningBudget,
         seed: int,
         report: Progress,
-    ) -> None:
-        self._train(model, shaken_train, budget, seed, _counter("tuning", budget.steps, report))
+        key: ShakeKey | None = None,
+        rungs: Rungs | None = None,
+        by_steps: dict[str, float] | None = None,
+    ) -> int:
+        """Private tuning; at each of ``rungs``' steps the model is scored by private inference (into
+        ``by_steps``) and goes on only if promoted. Returns the steps taken."""
+        checkpoint = None
+        if rungs is not None and key is not None and by_steps is not None:
+
+            def checkpoint(done: int) -> bool:
+                if done not in rungs.steps:
+                    return True
+                accuracy = self._evaluate(model, key).accuracy
+                by_steps[str(done)] = accuracy
+                return rungs.promote(done, accuracy)
+
+        advance = _counter("tuning", budget.steps, report)
+        return self._train(model, shaken_train, budget, seed, advance, checkpoint).steps
 
     def _recovery_train(
         self, shaken: nn.Module, key: ShakeKey, budget: RecoveryBudget, seed: int, report: Progress
@@ -640,23 +719,16 @@ class TrialRunner:
         seconds: dict[str, StageTime],
         **measured: Any,
     ) -> TrialResult:
-        return TrialResult(
-            settings=settings,
-            key_fingerprint=key.fingerprint,
-            leakage_bound=leakage.bound,
-            leakage_attacks=leakage.attacks,
-            attacks=leakage.per_attack(),
-            bound_attacks=leakage.per_informed_attack(),
-            strongest_attack=leakage.strongest,
-            strongest_bound_attack=leakage.strongest_bound,
-            cost_gflops=sum(flops.values()) / 1e9,
-            flops=flops,
+        return TrialResult.of(
+            settings,
+            key.fingerprint,
+            leakage,
+            flops,
             seconds=seconds,
             peak_memory_mb=peak_memory_mb(),
             embedding_memory_mb=embedding_memory_mb(key.shaken_vocab_size, self.shape.hidden),
             baseline_accuracy=self.data.baseline_accuracy,
             task_kind=self.task.kind,
             device=describe_device(self.device),
-            leakage_report=leakage,
             **measured,
         )

@@ -163,6 +163,7 @@ def batch_plan(examples: int, budget: StepBudget, seed: int = 0) -> list[list[in
 
 
 BatchLoss = Callable[[list[int], torch.device], tuple[torch.Tensor, int]]  # rows -> (loss, tokens)
+Checkpoint = Callable[[int], bool]  # steps done -> go on training?
 
 
 def train_steps(
@@ -173,10 +174,12 @@ def train_steps(
     seed: int = 0,
     advance: Callable[[int], None] | None = None,
     device: torch.device | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> TuningRun:
     """Train ``model`` in place on the batches of :func:`batch_plan`, on ``device`` (moved there once;
     None: where it is), under mixed precision where the device supports it; ``batch_loss`` turns a
-    batch's example indices into its loss."""
+    batch's example indices into its loss. ``checkpoint(steps_done)`` runs after every step (the model
+    in eval mode); training stops early when it returns False."""
     if device is not None:
         model.to(device)
     where = model_device(model)
@@ -187,7 +190,7 @@ def train_steps(
         if budget.mode == "lora"
         else contextlib.nullcontext([])
     )
-    started, tokens, loss_value = time.perf_counter(), 0, float("nan")
+    started, tokens, loss_value, done = time.perf_counter(), 0, float("nan"), 0
     with adapters as adapter_parameters:
         optimiser = adamw(_trainable(model, budget.mode, adapter_parameters), budget.learning_rate)
         model.train()
@@ -199,13 +202,20 @@ def train_steps(
             optimiser.zero_grad(set_to_none=True)
             tokens += batch_tokens
             loss_value = float(loss.detach())
+            done += 1
             if advance:
                 advance(1)
+            if checkpoint is not None and done < len(plan):
+                model.eval()
+                go_on = checkpoint(done)
+                model.train()
+                if not go_on:
+                    break
         model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     seconds = time.perf_counter() - started
-    return TuningRun(budget.steps, budget.steps * budget.batch_size, tokens, loss_value, seconds)
+    return TuningRun(done, done * budget.batch_size, tokens, loss_value, seconds)
 
 
 def fine_tune(
@@ -217,6 +227,7 @@ def fine_tune(
     seed: int = 0,
     advance: Callable[[int], None] | None = None,
     device: torch.device | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> TuningRun:
     """Tune a sequence classifier on labelled token ids (see :func:`train_steps`)."""
 
@@ -226,4 +237,4 @@ def fine_tune(
         out = model(input_ids=ids.to(where), attention_mask=mask.to(where), labels=target.to(where))
         return out.loss, int(mask.sum())
 
-    return train_steps(model, len(token_ids), budget, batch_loss, seed, advance, device)
+    return train_steps(model, len(token_ids), budget, batch_loss, seed, advance, device, checkpoint)

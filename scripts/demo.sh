@@ -3,8 +3,8 @@
 # bundled model, measured under the informed-adversary leakage bound, then the setting selected under
 # the default leakage cap (bound <= 0.10), a real key for it and a report. The study starts from four
 # shipped settings (scripts/demo-start.json) that span the frontier measured by bench/bench_frontier.py,
-# so that its few trials show the whole trade-off; it runs without a cap so that every trial is tuned
-# and its accuracy shown; the cap applies when selecting.
+# so that its few trials show the whole trade-off; it runs without a cap and with --strategy plain so
+# that every trial is tuned to the end and its accuracy shown; the cap applies when selecting.
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
 SST2=${SST2:-../shared/data/sst2}
@@ -16,6 +16,7 @@ DB="sqlite:///$OUT/shaketune.db"
 st="$BIN/shaketune"
 set -x
 "$st" optimize --study demo --storage "$DB" --trials "$TRIALS" --timeout 420 --seed 0 --no-leakage-cap \
+  --strategy plain \
   --train "$SST2/train.tsv" --eval "$SST2/dev.tsv[0:500]" --public "$SST2/dev.tsv[1000:]" \
   --train-size 1000 --max-length 48 --steps 80 --learning-rates 1e-4 --modes full --recovery-steps 0 \
   --operators gaussian,laplace --max-shares 1,0.002,0.0005 --enqueue scripts/demo-start.json

@@ -20,7 +20,7 @@ MODEL="$OUT/small-llama"
 DATA=(--train "$SST2/train.tsv" --eval "$SST2/dev.tsv[0:300]" --public "$SST2/dev.tsv[1000:]")
 set -x
 "$st" small-lm --out "$MODEL" --public "$SST2/dev.tsv[1000:]" --steps 300
-"$st" optimize --study lm-demo --storage "$DB" --trials "$TRIALS" --seed 0 --no-leakage-cap \
+"$st" optimize --study lm-demo --storage "$DB" --trials "$TRIALS" --seed 0 --no-leakage-cap --strategy plain \
   --model "$MODEL" --task-kind lm "${DATA[@]}" --train-size 500 --max-length 32 \
   --steps 100 --learning-rates 1e-3 --modes full,lora --lora-ranks 8 --recovery-steps 0 \
   --operators gaussian --max-shares 1,0.002,0.001 --enqueue scripts/lm-demo-start.json

@@ -33,13 +33,18 @@ def remember_seed(key_path: Path) -> None:
     SEEDS.append(json.loads(Path(key_path).read_text())["seed"])
 
 
-def tiny_search(sst2: Path, steps: str = "2", leakage_cap: bool = False) -> list[str]:
+def tiny_search(
+    sst2: Path, steps: str = "2", leakage_cap: bool = False, strategy: str = "plain"
+) -> list[str]:
     """``optimize`` options for the smallest fidelity: 32 private sentences, 24 to evaluate, 2-4 steps,
     0 or 3 steps of recovery training, 1:1 keys (homophonic trials run twice the attacks; they are tested
     in test_homophonic*.py and test_trial.py); no leakage cap unless ``leakage_cap`` (the caller gives
-    one: no tiny setting is under the default cap, so every trial would stop after its attacks)."""
+    one: no tiny setting is under the default cap, so every trial would stop after its attacks); every
+    trial tuned in full (``plain``) unless another ``strategy`` is asked for (tests/test_screening.py)."""
     return [
         *([] if leakage_cap else ["--no-leakage-cap"]),
+        "--strategy",
+        strategy,
         "--train",
         str(sst2 / "train.tsv"),
         "--eval",

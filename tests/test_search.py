@@ -9,6 +9,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from adaptive.screening import SCREEN_LIMIT
 from adaptive.selection import Candidate, choose, decide
 from adaptive.space import SearchSpace
 from adaptive.study import DEFAULT_MAX_LEAKAGE, DIRECTIONS, Caps, feasible_front, study_config
@@ -65,12 +66,15 @@ def test_study_is_stored_with_three_objectives_and_resumes(sst2, storage, first_
 
 
 def test_leakage_cap_stops_trials_before_training(sst2, storage):
-    result = tiny(sst2, storage, "capped", "--trials", "3", "--max-leakage", "0.05")
+    # one tuned trial asked for: the run gives up after SCREEN_LIMIT candidates all screened out
+    result = tiny(sst2, storage, "capped", "--trials", "1", "--max-leakage", "0.05")
     study = optuna.load_study(study_name="capped", storage=optuna_storage(storage))
-    assert len(study.trials) == 3 and result["stopped_early"] == 3 and result["pareto"] == []
+    assert len(study.trials) == SCREEN_LIMIT == result["screened"] == result["stopped_early"]
+    assert result["tuned"] == 0 and result["pareto"] == []
     for trial in study.trials:
         assert trial.state == TrialState.COMPLETE  # recorded, not dropped
         assert trial.user_attrs["stopped_early"] and "tuning" not in trial.user_attrs["seconds"]
+        assert trial.user_attrs["screened"] == "leakage over the cap"
         assert trial.constraints["leakage"] > 0 and trial.values[0] == 0.0
     error = run("select", "--study", "capped", "--storage", storage, ok=False)["error"]
     assert "no measured trial of 'capped' is feasible within max_leakage 0.05" in error

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from adaptive.budget import storage_options
+from adaptive.budget import stop_after_tuned, storage_options
 from adaptive.cli import options
 from adaptive.cli.common import (
     JsonOption,
@@ -24,6 +24,7 @@ from adaptive.cli.common import (
 from adaptive.inputs import check_inputs
 from adaptive.runs import SearchTemplate
 from adaptive.samplers import DEFAULT_SAMPLER, SAMPLERS
+from adaptive.screening import DEFAULT_STRATEGY, SCREENED_ATTR, STRATEGIES, tuned
 from adaptive.selection import DEFAULT_POLICY, POLICIES, Candidate, cap_note, choose
 from adaptive.space import SearchSpace
 from adaptive.study import (
@@ -32,6 +33,7 @@ from adaptive.study import (
     StoredReferences,
     StudyConfig,
     StudyError,
+    cost_in_gflops,
     enqueue_settings,
     feasible_front,
     is_measured,
@@ -44,8 +46,8 @@ from adaptive.study import (
     runner_for,
     study_config,
     study_exists,
-    warm_start,
 )
+from adaptive.transfer import warm_start
 from objectives.device import resolve_device
 from objectives.models import DEFAULT_MODEL
 from objectives.task import TaskSpec
@@ -187,6 +189,7 @@ def _config(stored: StudyConfig | None, given: dict[str, Any], name: str) -> Stu
         target=given["target"] or base.target or name,
         seed=given["seed"] if given["seed"] is not None else base.seed,
         leakage_measure=given["leakage_measure"] or base.leakage_measure,
+        strategy=given["strategy"] or base.strategy,
     )
 
 
@@ -215,6 +218,12 @@ def optimize(
         DEFAULT_SAMPLER, "--sampler", help=f"One of {', '.join(SAMPLERS)} (see docs/search.md)."
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seeds the sampler and the trial keys (default 0)."),
+    strategy: str | None = typer.Option(
+        None,
+        "--strategy",
+        help=f"How trials spend tuning: {', '.join(STRATEGIES)} (a new study: {DEFAULT_STRATEGY}; "
+        "see docs/search.md).",
+    ),
     model: str | None = typer.Option(
         None, "--model", "-m", help="Pretrained model (default: bundled MiniLM)."
     ),
@@ -352,6 +361,7 @@ def optimize(
         target=target,
         seed=seed,
         leakage_measure=leakage_measure,
+        strategy=strategy,
     )
     stored = study_config(load_study(study_name, backend)) if study_exists(study_name, backend) else None
     config = _config(stored, given, study_name)
@@ -374,13 +384,14 @@ def optimize(
     if enqueue is not None:
         enqueued += enqueue_settings(study, load_settings_list(str(enqueue)), config.space, enqueue.name)
         stderr.print(f"enqueued {enqueued} settings from {enqueue}", highlight=False, markup=False)
+    runner = runner_for(config, StoredReferences(repository), where)
     if warm_start_study:
         source_storage = optuna_storage(warm_start_storage) if warm_start_storage else backend
-        enqueued += warm_start(study, load_study(warm_start_study, source_storage), config.space)
+        source = load_study(warm_start_study, source_storage)
+        enqueued += warm_start(study, source, config.space, config, cost_in_gflops(runner, config))
         stderr.print(
             f"warm start: enqueued {enqueued} settings from {warm_start_study}", highlight=False, markup=False
         )
-    runner = runner_for(config, StoredReferences(repository), where)
     before = len(study.trials)
     with progress_bar() as bar:
         task = bar.add_task(f"{study_name}: starting", total=trials)
@@ -396,17 +407,18 @@ def optimize(
                 status["best"] = (
                     f"acc {accuracy:.3f} leak {leakage:.3f} cost {cost:,.0f} (#{front[0].number})"
                 )
-            bar.advance(task)
+            if tuned(trial):
+                bar.advance(task)
             status["trial"] = f"trial {trial.number + 1}:"
 
         status["trial"] = f"trial {before}:"
-        study.optimize(
-            objective(config, runner, stage),
-            n_trials=trials,
-            timeout=timeout,
-            callbacks=[after_trial],
-            gc_after_trial=True,
-        )
+        if trials > 0:
+            study.optimize(
+                objective(config, runner, stage),
+                timeout=timeout,
+                callbacks=[after_trial, stop_after_tuned(study, trials)],
+                gc_after_trial=True,
+            )
     repository.update_target(config.target, last_study=study_name)
     all_trials = study.get_trials(deepcopy=False)
     front = feasible_front(study)
@@ -418,7 +430,10 @@ def optimize(
         "trials": len(all_trials),
         "trials_this_run": len(all_trials) - before,
         "measured": sum(is_measured(t) for t in all_trials),
+        "tuned": sum(tuned(t) for t in all_trials),
+        "screened": sum(bool(t.user_attrs.get(SCREENED_ATTR)) for t in all_trials),
         "stopped_early": sum(bool(t.user_attrs.get("stopped_early")) for t in all_trials),
+        "strategy": config.strategy,
         "warm_started": enqueued,
         "caps": config.caps.to_dict(),
         "pareto": rows,
@@ -427,8 +442,9 @@ def optimize(
         emit(result, True, [])
         return
     typer.echo(
-        f"study {study_name}: {result['trials']} trials ({result['trials_this_run']} now), "
-        f"{result['measured']} measured, {result['stopped_early']} stopped early by a cap"
+        f"study {study_name}: {result['trials']} trials ({result['trials_this_run']} now, strategy "
+        f"{config.strategy}): {result['screened']} screened out before tuning (a cap, or dominated), "
+        f"{result['tuned']} tuned, {result['measured']} of them to the full budget"
     )
     if rows:
         wide_console().print(_front_table(f"feasible Pareto front of {study_name}", rows))

@@ -315,6 +315,7 @@ def create_app(
             Fidelity(**search.fidelity.model_dump()),
             SearchSpace.from_dict(space),
             search.leakage_measure,
+            search.strategy,
         )
         caps = Caps(**body.caps.model_dump())
         record = register_target(

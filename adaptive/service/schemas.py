@@ -97,7 +97,7 @@ class SpaceIn(Strict):
 
 class SearchIn(Strict):
     trials: int = Field(20, ge=1, le=10_000, description="Trials per run")
-    sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
+    sampler: Literal["tpe", "nsga2", "gp", "botorch", "random"] = "tpe"
     seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="Seeds the sampler and the trial keys")
     fidelity: FidelityIn = FidelityIn()
     space: SpaceIn = SpaceIn()
@@ -105,6 +105,12 @@ class SearchIn(Strict):
         "bound",
         description="Leakage figure the search minimises and caps: the informed-adversary bound (the key's "
         "invertible operators assumed known) or the attack suite's best attack (a lower bound)",
+    )
+    strategy: Literal["halving", "screened", "plain"] = Field(
+        "halving",
+        description="How trials spend private tuning: screened (reuse a shaking's leakage, stop before "
+        "tuning what a cap or a tuned trial rules out), halving (screened, and tuning paused at a third of "
+        "its steps for successive halving), plain (every trial under the caps tuned in full)",
     )
 
 

@@ -111,6 +111,12 @@ class LeakageReport:
             "attacks": {name: vars(score) for name, score in self.scores.items()},
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LeakageReport:
+        """The report :meth:`to_dict` wrote (its derived figures are recomputed)."""
+        scores = {name: AttackScore(**score) for name, score in data["attacks"].items()}
+        return cls(scores, int(data["occurrences"]))
+
 
 def run_attacks(
     view: CloudView,
