@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo lm-demo flow-demo test lint bench install browser postgres clean
+.PHONY: demo lm-demo flow-demo test lint bench bench-design install browser postgres clean
 
 install: $(STAMP)
 
@@ -61,6 +61,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_workers.py --sst2 $(SST2)
 	$(BIN)/python bench/bench_recovery.py --sst2 $(SST2)
 	$(BIN)/python bench/bench_homophonic.py --sst2 $(SST2) --recovery-steps 600
+
+# the search benchmark's measured design (bench/data/search-design.jsonl): about a minute a setting on one
+# core, two processes; resumes where it stopped
+bench-design: $(STAMP)
+	$(BIN)/python bench/search_design.py --sst2 $(SST2) --shard 0/2 & \
+	$(BIN)/python bench/search_design.py --sst2 $(SST2) --shard 1/2; wait
 
 clean:
 	rm -rf $(VENV) demo-out flow-demo-out .pytest_cache .ruff_cache *.egg-info

@@ -40,7 +40,11 @@ def make_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSamp
         # imports the torch-heavy BoTorch only when chosen
         from optuna_integration.botorch import BoTorchSampler, qnehvi_candidates_func
 
-        with warnings.catch_warnings():  # marked experimental
+        # the sampler and its qNEHVI are marked experimental; the latter warns at every suggestion
+        warnings.filterwarnings(
+            "ignore", ".*qnehvi_candidates_func is experimental", optuna.exceptions.ExperimentalWarning
+        )
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return BoTorchSampler(
                 candidates_func=qnehvi_candidates_func, seed=seed, n_startup_trials=STARTUP_TRIALS

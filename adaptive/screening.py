@@ -33,7 +33,7 @@ from operators.errors import SettingsError
 
 PLAIN, SCREENED, HALVING = "plain", "screened", "halving"
 STRATEGIES = (PLAIN, SCREENED, HALVING)
-DEFAULT_STRATEGY = HALVING
+DEFAULT_STRATEGY = SCREENED  # chosen by bench/bench_search.py (docs/benchmarks.md#search)
 SCREENED_ATTR = "screened"  # why a candidate stopped before tuning
 SHAKING_ATTR = "shaking_key"  # what its leakage depends on (study.shaking_key)
 RUNG_ATTR = "rung_accuracy"  # successive halving: [accuracy at the first rung, ...]

@@ -106,8 +106,8 @@ class SearchIn(Strict):
         description="Leakage figure the search minimises and caps: the informed-adversary bound (the key's "
         "invertible operators assumed known) or the attack suite's best attack (a lower bound)",
     )
-    strategy: Literal["halving", "screened", "plain"] = Field(
-        "halving",
+    strategy: Literal["screened", "halving", "plain"] = Field(
+        "screened",
         description="How trials spend private tuning: screened (reuse a shaking's leakage, stop before "
         "tuning what a cap or a tuned trial rules out), halving (screened, and tuning paused at a third of "
         "its steps for successive halving), plain (every trial under the caps tuned in full)",
