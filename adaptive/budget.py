@@ -20,7 +20,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from adaptive.screening import SCREEN_LIMIT, count_tuned, tuned
+from adaptive.screening import SCREEN_LIMIT
+from adaptive.trials import count_tuned, tuned
 from operators.errors import ShaketuneError
 from storage.repository import Repository
 
@@ -49,11 +50,6 @@ def storage_options() -> dict[str, Any]:
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def completed(study: optuna.Study) -> int:
-    """Trials that count towards the budget: complete ones that tuned (screened candidates do not)."""
-    return count_tuned(study)
 
 
 def screened_out(study: optuna.Study) -> int:
@@ -87,10 +83,10 @@ def _tidy_slots(study: optuna.Study, repository: Repository, budget: int) -> Non
 def stop_after_tuned(study: optuna.Study, trials: int) -> Callable[[optuna.Study, Any], None]:
     """An ``optimize`` callback that stops ``study`` once it has tuned ``trials`` more trials than now, or
     screened ``SCREEN_LIMIT`` x ``trials`` more candidates out."""
-    tuned_before, screened_before = completed(study), screened_out(study)
+    tuned_before, screened_before = count_tuned(study), screened_out(study)
 
     def callback(study: optuna.Study, _trial: Any) -> None:
-        tuned_now = completed(study) - tuned_before
+        tuned_now = count_tuned(study) - tuned_before
         if tuned_now >= trials or screened_out(study) - screened_before >= SCREEN_LIMIT * trials:
             study.stop()
 
@@ -118,7 +114,7 @@ def run_budget(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
         _tidy_slots(study, repository, budget)
-        if completed(study) >= budget or screened_out(study) >= SCREEN_LIMIT * budget:
+        if count_tuned(study) >= budget or screened_out(study) >= SCREEN_LIMIT * budget:
             break
         slot = repository.claim_slot(study.study_name, budget, me)
         if slot is None:  # every slot is held by a running trial; one may still fail and free its slot

@@ -8,15 +8,8 @@ from typing import Any
 
 import optuna
 
-from adaptive.study import (
-    Caps,
-    feasible_front,
-    is_measured,
-    leakage_figures,
-    metric_names,
-    objectives_of,
-    study_config,
-)
+from adaptive.study import Caps, feasible_front, leakage_figures, metric_names, study_config
+from adaptive.trials import is_measured, objectives_of
 from objectives.trial import TrialSettings
 from operators.atomic import directory_atomic
 

@@ -16,7 +16,7 @@ budget), accuracy needs the private tuning. A trial of the ``screened`` and ``ha
 
 Screened candidates are complete trials with ``stopped_early`` and a ``screened`` reason: the sampler
 learns from them (accuracy counts as 0), the dashboard shows them, no front contains them, and a trial
-budget counts only trials that tuned (:func:`tuned`).
+budget counts only trials that tuned (:func:`adaptive.trials.tuned`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from adaptive.trials import measured_feasible
 from objectives.leakage import StagedLeakage
 from objectives.rungs import REDUCTION, Rungs, rung_steps
 from objectives.trial import LEARNT_MARGIN
@@ -34,7 +35,6 @@ from operators.errors import SettingsError
 PLAIN, SCREENED, HALVING = "plain", "screened", "halving"
 STRATEGIES = (PLAIN, SCREENED, HALVING)
 DEFAULT_STRATEGY = SCREENED  # chosen by bench/bench_search.py (docs/benchmarks.md#search)
-SCREENED_ATTR = "screened"  # why a candidate stopped before tuning
 SHAKING_ATTR = "shaking_key"  # what its leakage depends on (study.shaking_key)
 RUNG_ATTR = "rung_accuracy"  # successive halving: [accuracy at the first rung, ...]
 SCREENED_COST, SCREENED_LEAKAGE = "screen_cost", "screen_leakage"  # the objectives known before tuning
@@ -48,15 +48,6 @@ def check_strategy(name: str) -> str:
     return name
 
 
-def tuned(trial: FrozenTrial) -> bool:
-    """A complete trial that spent private tuning (at full budget or up to a rung)."""
-    return trial.state == TrialState.COMPLETE and not trial.user_attrs.get(SCREENED_ATTR)
-
-
-def count_tuned(study: optuna.Study) -> int:
-    return sum(tuned(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-
-
 def known_leakage(study: optuna.Study, shaking: str) -> StagedLeakage | None:
     """The leakage a complete trial of ``study`` measured for the same shaking (same key), if any."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -66,23 +57,13 @@ def known_leakage(study: optuna.Study, shaking: str) -> StagedLeakage | None:
     return None
 
 
-def _feasible_tuned(study: optuna.Study) -> list[FrozenTrial]:
-    return [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.values is not None
-        and not t.user_attrs.get("stopped_early")
-        and all(v <= 0 for v in t.constraints.values())
-    ]
-
-
 def dominating_trial(
     study: optuna.Study, cost: float, leakage: float, optimistic_accuracy: Callable[[], float]
 ) -> FrozenTrial | None:
     """A tuned feasible trial at most as costly and as leaky as the candidate and more accurate than the
     candidate could plausibly get (``optimistic_accuracy()`` plus a point), or None. The optimistic
     guess (a plaintext reference, itself a tuning run) is asked for only when some trial could dominate."""
-    cheaper = [t for t in _feasible_tuned(study) if t.values[1] <= cost and t.values[2] <= leakage]
+    cheaper = [t for t in measured_feasible(study) if t.values[1] <= cost and t.values[2] <= leakage]
     if not cheaper:
         return None
     ceiling = optimistic_accuracy() + LEARNT_MARGIN

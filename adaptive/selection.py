@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial
 
-from adaptive.study import Caps, LeakageFigures, leakage_figures, objectives_of, trial_settings
+from adaptive.study import Caps, LeakageFigures, leakage_figures, trial_settings
+from adaptive.trials import objectives_of
 from objectives.trial import ANSWER, TrialSettings, baseline_note, not_learnt
 from operators.errors import SettingsError
 from storage.repository import SelectionRecord

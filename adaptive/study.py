@@ -22,11 +22,12 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from adaptive import screening
 from adaptive.samplers import DEFAULT_SAMPLER, flat_space, make_sampler
 from adaptive.space import SearchSpace
+from adaptive.trials import SCREENED_ATTR, measured_feasible, objectives_of
 from objectives.device import CPU
 from objectives.leakage import ATTACKS, DEFAULT_LEAKAGE_MEASURE, check_measure
 from objectives.task import TaskSpec
@@ -265,10 +266,10 @@ def objective(
         def stop(leakage: Any) -> bool:
             figure = known["leakage"] = leakage.figure(measure)
             if caps.max_leakage is not None and figure > caps.max_leakage:
-                trial.set_user_attr(screening.SCREENED_ATTR, "leakage over the cap")
+                trial.set_user_attr(SCREENED_ATTR, "leakage over the cap")
                 return True
             if caps.max_cost is not None and cost > caps.max_cost:
-                trial.set_user_attr(screening.SCREENED_ATTR, "cost over the cap")
+                trial.set_user_attr(SCREENED_ATTR, "cost over the cap")
                 return True
             if strategy == screening.PLAIN:
                 return False
@@ -279,7 +280,7 @@ def objective(
             better = screening.dominating_trial(trial.study, cost, figure, optimistic)
             if better is not None:
                 trial.set_user_attr(
-                    screening.SCREENED_ATTR,
+                    SCREENED_ATTR,
                     f"dominated by trial {better.number} (more accurate than plaintext tuning at this "
                     f"budget, {optimistic():.4f}, at no more cost and leakage)",
                 )
@@ -367,29 +368,10 @@ def leakage_figures(trial: FrozenTrial) -> LeakageFigures:
     )
 
 
-def objectives_of(trial: FrozenTrial) -> tuple[float, float, float]:
-    accuracy, cost, leakage = trial.values
-    return accuracy, cost, leakage
-
-
-def is_measured(trial: FrozenTrial) -> bool:
-    """Complete, trained to the end (not stopped early), with all objectives."""
-    return (
-        trial.state == TrialState.COMPLETE
-        and trial.values is not None
-        and not trial.user_attrs.get("stopped_early", False)
-    )
-
-
 def feasible_front(study: optuna.Study, caps: Caps | None = None) -> list[FrozenTrial]:
     """The Pareto front among measured trials that satisfy the study's constraints and ``caps``."""
     caps = caps or Caps()
-    trials = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if is_measured(t) and all(v <= 0 for v in t.constraints.values()) and caps.allows(*objectives_of(t))
-    ]
-    return pareto_front(trials)
+    return pareto_front([t for t in measured_feasible(study) if caps.allows(*objectives_of(t))])
 
 
 def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:

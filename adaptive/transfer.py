@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 from adaptive import screening
 from adaptive.space import SearchSpace
 from adaptive.study import StudyConfig, StudyError, feasible_front, shaking_key, study_config, trial_settings
+from adaptive.trials import SCREENED_ATTR
 from objectives.trial import TrialSettings
 
 TRANSFER_MARGIN = 0.05  # a shaking transfers as over the cap only if it broke it by this much there
@@ -81,7 +82,7 @@ def transfer_leakage(
                 user_attrs={
                     "settings": settings.to_dict(),
                     screening.SHAKING_ATTR: shaking,
-                    screening.SCREENED_ATTR: f"leakage over the cap in study {source.study_name}",
+                    SCREENED_ATTR: f"leakage over the cap in study {source.study_name}",
                     "transferred_from": f"{source.study_name}#{trial.number}",
                     "stopped_early": True,
                     "leakage_measure": config.leakage_measure,

@@ -27,15 +27,8 @@ import optuna  # noqa: E402
 
 from adaptive.samplers import DEFAULT_SAMPLER  # noqa: E402
 from adaptive.space import SearchSpace  # noqa: E402
-from adaptive.study import (  # noqa: E402
-    Caps,
-    StudyConfig,
-    is_measured,
-    objective,
-    objectives_of,
-    open_study,
-    trial_settings,  # noqa: E402
-)
+from adaptive.study import Caps, StudyConfig, objective, open_study, trial_settings  # noqa: E402
+from adaptive.trials import is_measured, objectives_of  # noqa: E402
 from objectives.models import DEFAULT_MODEL  # noqa: E402
 from objectives.recovery_training import RecoveryBudget  # noqa: E402
 from objectives.task import DataSource, TaskSpec  # noqa: E402

@@ -24,7 +24,7 @@ from adaptive.cli.common import (
 from adaptive.inputs import check_inputs
 from adaptive.runs import SearchTemplate
 from adaptive.samplers import DEFAULT_SAMPLER, SAMPLERS
-from adaptive.screening import DEFAULT_STRATEGY, SCREENED_ATTR, STRATEGIES, tuned
+from adaptive.screening import DEFAULT_STRATEGY, STRATEGIES
 from adaptive.selection import DEFAULT_POLICY, POLICIES, Candidate, cap_note, choose
 from adaptive.space import SearchSpace
 from adaptive.study import (
@@ -36,18 +36,17 @@ from adaptive.study import (
     cost_in_gflops,
     enqueue_settings,
     feasible_front,
-    is_measured,
     leakage_figures,
     load_settings_list,
     load_study,
     objective,
-    objectives_of,
     open_study,
     runner_for,
     study_config,
     study_exists,
 )
 from adaptive.transfer import warm_start
+from adaptive.trials import SCREENED_ATTR, count_tuned, is_measured, objectives_of, tuned
 from objectives.device import resolve_device
 from objectives.models import DEFAULT_MODEL
 from objectives.task import TaskSpec
@@ -479,7 +478,7 @@ def worker(
     import optuna
     import torch
 
-    from adaptive.budget import completed, run_budget, worker_name
+    from adaptive.budget import run_budget, worker_name
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     where = resolve_device(device)
@@ -505,15 +504,15 @@ def worker(
     repository = Repository(url)
     runner = runner_for(config, StoredReferences(repository), where)
     with progress_bar() as bar:
-        task = bar.add_task(f"{study_name} ({me})", total=budget["trials"], completed=completed(study))
+        task = bar.add_task(f"{study_name} ({me})", total=budget["trials"], completed=count_tuned(study))
 
         def stage(name: str, done: int, total: int) -> None:
             bar.update(
-                task, completed=completed(study), description=f"{study_name} ({me}): {name} {done}/{total}"
+                task, completed=count_tuned(study), description=f"{study_name} ({me}): {name} {done}/{total}"
             )
 
         mine = run_budget(study, objective(config, runner, stage), budget["trials"], repository, deadline)
-    done = completed(study)
+    done = count_tuned(study)
     emit(
         {
             "study": study_name,

@@ -24,7 +24,6 @@ from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
-from adaptive.budget import completed
 from adaptive.inputs import check_inputs
 from adaptive.runs import (
     NotFound,
@@ -41,7 +40,8 @@ from adaptive.scheduler import add_schedule, list_schedules, make_scheduler, rem
 from adaptive.selection import Candidate
 from adaptive.service import schemas
 from adaptive.space import SearchSpace
-from adaptive.study import Caps, feasible_front, leakage_figures, objectives_of, study_exists
+from adaptive.study import Caps, feasible_front, leakage_figures, study_exists
+from adaptive.trials import count_tuned, objectives_of
 from objectives.task import TaskSpec
 from objectives.trial import Fidelity
 from operators.errors import ShaketuneError
@@ -215,7 +215,7 @@ def create_app(
         storage = request.app.state.storage
         if study_exists(run.study_name, storage):
             study = optuna.load_study(study_name=run.study_name, storage=storage)
-            done = completed(study)
+            done = count_tuned(study)
             stopped = sum(bool(t.user_attrs.get("stopped_early")) for t in study.get_trials(deepcopy=False))
             target = repository(request).get_target(run.target)
             front = feasible_front(study, Caps.from_dict(target.caps))
