@@ -51,8 +51,11 @@ postgres:
 	      "tests will be skipped unless SHAKETUNE_TEST_PG points at a server" >&2; \
 	  fi
 
+# the test files are shared out over TEST_WORKERS processes (pytest-xdist), a file to one process so that
+# its module fixtures load once
+TEST_WORKERS ?= 2
 test: lint browser postgres
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_implant.py

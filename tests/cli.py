@@ -34,13 +34,15 @@ def remember_seed(key_path: Path) -> None:
 
 
 def tiny_search(
-    sst2: Path, steps: str = "2", leakage_cap: bool = False, strategy: str = "plain"
+    sst2: Path, steps: str = "2", leakage_cap: bool = False, strategy: str = "plain", recovery: str = "0"
 ) -> list[str]:
-    """``optimize`` options for the smallest fidelity: 32 private sentences, 24 to evaluate, 2-4 steps,
-    0 or 3 steps of recovery training, 1:1 keys (homophonic trials run twice the attacks; they are tested
-    in test_homophonic*.py and test_trial.py); no leakage cap unless ``leakage_cap`` (the caller gives
-    one: no tiny setting is under the default cap, so every trial would stop after its attacks); every
-    trial tuned in full (``plain``) unless another ``strategy`` is asked for (tests/test_screening.py)."""
+    """``optimize`` options for the smallest fidelity: 32 private sentences, 24 to evaluate, 2-4 steps;
+    no recovery training unless ``recovery`` lists steps (a trial that trains it attacks twice: about
+    three times the seconds; tests/test_search.py's study searches it end to end); 1:1 keys (homophonic
+    trials run twice the attacks; they are tested in test_homophonic*.py and test_trial.py); no leakage
+    cap unless ``leakage_cap`` (the caller gives one: no tiny setting is under the default cap, so every
+    trial would stop after its attacks); every trial tuned in full (``plain``) unless another
+    ``strategy`` is asked for (tests/test_screening.py)."""
     return [
         *([] if leakage_cap else ["--no-leakage-cap"]),
         "--strategy",
@@ -62,7 +64,7 @@ def tiny_search(
         "--batch-size",
         "8",
         "--recovery-steps",
-        "0,3",
+        recovery,
         "--max-shares",
         "1",
     ]

@@ -53,6 +53,21 @@ def postgres_admin():
             server.throwaway.stop()
 
 
+def pytest_sessionfinish(session):
+    """Under pytest-xdist, a worker hands its PostgreSQL note to the controller, which prints it."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["postgres"] = dict(POSTGRES)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    note = getattr(node, "workeroutput", {}).get("postgres", {})
+    if "skipped" in note:  # one worker that could not have PostgreSQL is enough to say so
+        POSTGRES.pop("used", None)
+    if "skipped" not in POSTGRES:
+        POSTGRES.update(note)
+
+
 def pytest_terminal_summary(terminalreporter):
     if "skipped" in POSTGRES:
         terminalreporter.write_line(f"PostgreSQL tests SKIPPED: {POSTGRES['skipped']}", red=True, bold=True)

@@ -104,7 +104,7 @@ def tiny_target(name: str, sst2: Path, trials: int = 2, **extra: object) -> dict
                 "steps": [2],
                 "learning_rates": [1e-4],
                 "batch_size": 8,
-                "recovery_steps": [0, 3],
+                "recovery_steps": [0],  # recovery training is searched in tests/test_search.py
                 "max_shares": [1.0],
             },
         },

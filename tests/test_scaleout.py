@@ -38,12 +38,12 @@ def test_two_workers_share_one_budget(backend, request, tmp_path, sst2):
     made = create_study(storage, "shared", sst2)
     assert made["storage"] == redacted(storage)
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
-    finish(*(start_worker(storage, "shared", 5, log) for log in logs))
+    finish(*(start_worker(storage, "shared", 4, log) for log in logs))
     reports = [json.loads(log.read_text().strip().splitlines()[-1]) for log in logs]
-    assert states(storage, "shared")["COMPLETE"] == 5  # the budget, not 5 per worker
-    assert sum(r["completed_by_this_worker"] for r in reports) == 5
+    assert states(storage, "shared")["COMPLETE"] == 4  # the budget, not 4 per worker
+    assert sum(r["completed_by_this_worker"] for r in reports) == 4
     assert all("locked" not in log.read_text() for log in logs)
-    assert len(Repository(storage).slots("shared")) == 5
+    assert len(Repository(storage).slots("shared")) == 4
     password = make_url(storage).password
     if password:  # PostgreSQL: printed, logged and stored (schedules) only with the password hidden
         assert "***" in made["storage"] and password not in json.dumps(made)

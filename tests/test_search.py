@@ -22,10 +22,11 @@ from storage.repository import Repository
 from tests.cli import remember_seed, run, tiny_search
 
 
-def tiny(sst2, storage, study, *extra):
-    """optimize at the smallest fidelity, with 2 or 4 tuning steps."""
+def tiny(sst2, storage, study, *extra, recovery="0"):
+    """optimize at the smallest fidelity, with 2 or 4 tuning steps (and ``recovery`` training steps)."""
     capped = "--max-leakage" in extra
-    return run("optimize", "--study", study, "--storage", storage, *tiny_search(sst2, "2,4", capped), *extra)
+    options = tiny_search(sst2, "2,4", capped, recovery=recovery)
+    return run("optimize", "--study", study, "--storage", storage, *options, *extra)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def storage(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def first_study(sst2, storage):
-    return tiny(sst2, storage, "first", "--trials", "4", "--seed", "3")
+    return tiny(sst2, storage, "first", "--trials", "4", "--seed", "3", recovery="0,3")
 
 
 def test_study_is_stored_with_three_objectives_and_resumes(sst2, storage, first_study, tmp_path):
@@ -47,6 +48,8 @@ def test_study_is_stored_with_three_objectives_and_resumes(sst2, storage, first_
     assert set(trial.user_attrs) >= {"attacks", "accuracy_gap", "seconds", "key_fingerprint", "settings"}
     assert trial.user_attrs["leakage_measure"] == "bound"
     assert trial.values[2] == trial.user_attrs["leakage_bound"] >= trial.user_attrs["leakage_attacks"]
+    recovered = [t for t in study.trials if t.params["recovery.steps"] == 3]  # searched end to end
+    assert recovered and all("accuracy_without_recovery" in t.user_attrs for t in recovered)
 
     again = run(
         "optimize", "--study", "first", "--storage", storage, "--trials", "2"
