@@ -54,7 +54,7 @@ from search_surrogate import Surrogate, SurrogateRunner, load_design  # noqa: E4
 from adaptive.samplers import DEFAULT_SAMPLER  # noqa: E402
 from adaptive.screening import DEFAULT_STRATEGY  # noqa: E402
 from adaptive.study import Caps, StudyConfig, objective, open_study, trial_settings  # noqa: E402
-from adaptive.trials import is_feasible, is_measured, objectives_of  # noqa: E402
+from adaptive.trials import SCREENED_ATTR, is_feasible, is_measured, objectives_of  # noqa: E402
 from objectives.models import DEFAULT_MODEL  # noqa: E402
 from objectives.task import TaskSpec  # noqa: E402
 from objectives.trial import MemoryReferences, TrialRunner, TrialSettings  # noqa: E402
@@ -125,7 +125,7 @@ def counts_of(study: optuna.Study, measured: list) -> dict[str, int]:
     trials = study.get_trials(deepcopy=False)
     return {
         "candidates": len(trials),
-        "screened": sum(bool(t.user_attrs.get("screened")) for t in trials),
+        "screened": sum(bool(t.user_attrs.get(SCREENED_ATTR)) for t in trials),
         "stopped at the rung": sum(t.user_attrs.get("stopped_at_steps") is not None for t in trials),
         "leakage reused": sum(bool(t.user_attrs.get("leakage_reused")) for t in trials),
         "full budget": len(measured),
