@@ -21,11 +21,13 @@ small real-run check on SST-2.
    count; under the default cap of 0.10 no learnt setting exists at this fidelity).
    Targets: the default reaches 90% in at most a third of random's equivalents, and >= 1.3x random's
    hypervolume at 30.
-3. ``--real N``: the default strategy and random search on SST-2 itself for N seeds (from
-   ``--real-first``) and ``--real-minutes`` each: the time until each found a setting within one accuracy
+3. ``--real N``: ``--real-strategies`` (the default and random search) on SST-2 itself for N seeds (from
+   ``--real-first``) and ``--real-minutes`` each, every run appended to ``--real-log``; then, for every
+   seed the log holds both of at that length, the time until each found a setting within one accuracy
    point of the best either found. Time is this process's CPU time (one thread: OMP_NUM_THREADS=1), which
    is the wall time on an otherwise idle core and does not drift when the machine is shared; each run has
-   its own plaintext-reference cache, so neither pays for the other. ``--seeds 0`` skips parts 1-2.
+   its own plaintext-reference cache, so neither pays for the other. Runs can be split over processes
+   and sessions (random's do not depend on the default's settings). ``--seeds 0`` skips parts 1-2.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_search.py [--seeds 20] [--strategies ...] [--real 0]
 """
@@ -33,6 +35,7 @@ small real-run check on SST-2.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -51,6 +54,7 @@ from optuna._hypervolume import compute_hypervolume  # noqa: E402
 from search_common import DESIGN, FIDELITY, SPACE, default_sst2, sst2_task  # noqa: E402
 from search_surrogate import Surrogate, SurrogateRunner, load_design  # noqa: E402
 
+from adaptive import samplers  # noqa: E402
 from adaptive.samplers import DEFAULT_SAMPLER  # noqa: E402
 from adaptive.screening import DEFAULT_STRATEGY  # noqa: E402
 from adaptive.study import Caps, StudyConfig, objective, open_study, trial_settings  # noqa: E402
@@ -112,7 +116,7 @@ def simulate(
         started = time.process_time()
         study.optimize(run, n_trials=1)
         runner.clock += time.process_time() - started  # the sampler's own time counts (the surrogate's is ms)
-        trial = study.trials[-1]
+        trial = study.get_trials(deepcopy=False)[-1]
         if is_measured(trial) and is_feasible(trial):
             measured.append((runner.clock / unit, true_objectives(surrogate, trial)))
         if len(COUNTS[name]) <= seed and runner.clock >= max(BUDGETS) * unit:
@@ -263,40 +267,60 @@ def capped(values: list[float], horizon: float) -> list[float]:
     return [min(v, horizon) for v in values]
 
 
+def real_run(name: str, seed: int, minutes: float, task: TaskSpec) -> dict:
+    """One strategy on SST-2 for ``minutes`` of CPU time: (CPU seconds, accuracy) of each tuned trial."""
+    sampler, strategy = STRATEGIES[name]
+    config = StudyConfig(DEFAULT_MODEL, task, FIDELITY, SPACE, Caps(), "bench", seed, strategy=strategy)
+    study = open_study(f"real-{name}-{seed}", optuna.storages.InMemoryStorage(), config, sampler)
+    runner = TrialRunner(task, DEFAULT_MODEL, FIDELITY, MemoryReferences())  # its own references
+    run, started, found = objective(config, runner), time.process_time(), []
+    while time.process_time() - started < minutes * 60:
+        study.optimize(run, n_trials=1)
+        if is_measured(study.trials[-1]):
+            found.append((time.process_time() - started, objectives_of(study.trials[-1])[0]))
+    return {
+        "strategy": name,
+        "seed": seed,
+        "minutes": minutes,
+        "candidates": len(study.trials),
+        "found": found,
+    }
+
+
 def real_part(args: argparse.Namespace, task: TaskSpec) -> None:
-    """Default vs random on SST-2 itself: CPU time to within a point of the best accuracy either found."""
+    """``--real-strategies`` on SST-2 itself, each run appended to ``--real-log``; then the default
+    against random for every seed the log holds both of at the same length: CPU time to within a point
+    of the best accuracy either found."""
     seeds = range(args.real_first, args.real_first + args.real)
     print(
-        f"\n3. real runs on SST-2: {DEFAULT} and random, seeds {list(seeds)}, "
-        f"{args.real_minutes} CPU minutes each",
+        f"\n3. real runs on SST-2: {', '.join(args.real_strategies)}, seeds {list(seeds)}, "
+        f"{args.real_minutes} CPU minutes each (log: {args.real_log})",
         flush=True,
     )
-    ratios = []
     for seed in seeds:
-        found: dict[str, list[tuple[float, float]]] = {}
-        candidates: dict[str, int] = {}
-        for name in (DEFAULT, "random"):
-            sampler, strategy = STRATEGIES[name]
-            config = StudyConfig(
-                DEFAULT_MODEL, task, FIDELITY, SPACE, Caps(), "bench", seed, strategy=strategy
+        for name in args.real_strategies:
+            record = real_run(name, seed, args.real_minutes, task)
+            with args.real_log.open("a") as log:
+                log.write(json.dumps(record) + "\n")
+            print(
+                f"   {name} seed {seed}: {record['candidates']} candidates, {len(record['found'])} tuned",
+                flush=True,
             )
-            study = open_study(f"real-{name}-{seed}", optuna.storages.InMemoryStorage(), config, sampler)
-            runner = TrialRunner(task, DEFAULT_MODEL, FIDELITY, MemoryReferences())  # its own references
-            run, started, found[name] = objective(config, runner), time.process_time(), []
-            while time.process_time() - started < args.real_minutes * 60:
-                study.optimize(run, n_trials=1)
-                if is_measured(study.trials[-1]):
-                    found[name].append((time.process_time() - started, objectives_of(study.trials[-1])[0]))
-            candidates[name] = len(study.trials)
-        top = max(a for runs in found.values() for _, a in runs)
-        times = {n: next((t for t, a in runs if a >= top - 0.01), math.inf) for n, runs in found.items()}
+    compare_real(load_design(args.real_log), args.real_minutes)
+
+
+def compare_real(records: list[dict], minutes: float) -> None:
+    """The default against random, per seed logged for both at ``minutes``, and their geometric mean."""
+    runs = {(r["strategy"], r["seed"]): r["found"] for r in records if r["minutes"] == minutes}
+    ratios = []
+    for seed in sorted({seed for name, seed in runs if (DEFAULT, seed) in runs and ("random", seed) in runs}):
+        found = {name: runs[(name, seed)] for name in (DEFAULT, "random")}
+        top = max(a for tuned in found.values() for _, a in tuned)
+        times = {n: next((t for t, a in tuned if a >= top - 0.01), math.inf) for n, tuned in found.items()}
         ratios.append(times[DEFAULT] / times["random"])
         print(
             f"   seed {seed}: best accuracy {top:.4f}; CPU minutes to within a point: "
-            + ", ".join(
-                f"{n} {t / 60:.1f} ({candidates[n]} candidates, {len(found[n])} tuned)"
-                for n, t in times.items()
-            )
+            + ", ".join(f"{n} {t / 60:.1f} ({len(found[n])} tuned)" for n, t in times.items())
             + f"; ratio {ratios[-1]:.2f} (target <= 0.5)",
             flush=True,
         )
@@ -321,6 +345,12 @@ def main() -> None:
     parser.add_argument(
         "--max-leakage", type=float, default=None, help="A leakage cap for every simulated study (none)."
     )
+    parser.add_argument(
+        "--startup-trials",
+        type=int,
+        default=samplers.STARTUP_TRIALS,
+        help="Random trials before a model-based sampler starts modelling (default: the product's).",
+    )
     parser.add_argument("--design", type=Path, default=DESIGN)
     parser.add_argument(
         "--reach-strategies",
@@ -332,11 +362,25 @@ def main() -> None:
     parser.add_argument("--reach-horizon", type=float, default=200.0)
     parser.add_argument("--real", type=int, default=0, help="Seeds of the real-run check (0: skip it).")
     parser.add_argument("--real-first", type=int, default=0, help="The first seed of the real-run check.")
-    parser.add_argument("--real-minutes", type=float, default=20.0, help="CPU minutes per real run.")
+    parser.add_argument("--real-minutes", type=float, default=45.0, help="CPU minutes per real run.")
+    parser.add_argument(
+        "--real-strategies",
+        nargs="+",
+        default=[DEFAULT, "random"],
+        choices=list(STRATEGIES),
+        help="Strategies of the real-run check (random's runs do not depend on the default's settings).",
+    )
+    parser.add_argument(
+        "--real-log",
+        type=Path,
+        default=Path("real-runs.jsonl"),
+        help="JSON lines each real run is appended to; the comparison reads every run logged there.",
+    )
     parser.add_argument("--sst2", type=Path, default=default_sst2())
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     CAPS[0] = Caps(max_leakage=args.max_leakage)
+    samplers.STARTUP_TRIALS = args.startup_trials  # read by make_sampler at every study
     task = sst2_task(args.sst2)
     if args.seeds:
         surrogate_part(args, TrialRunner(task, DEFAULT_MODEL, FIDELITY, MemoryReferences()))
