@@ -310,8 +310,13 @@ def real_part(args: argparse.Namespace, task: TaskSpec) -> None:
 
 
 def compare_real(records: list[dict], minutes: float) -> None:
-    """The default against random, per seed logged for both at ``minutes``, and their geometric mean."""
-    runs = {(r["strategy"], r["seed"]): r["found"] for r in records if r["minutes"] == minutes}
+    """The default against random, per seed logged for both, over their first ``minutes`` of CPU time (a
+    longer run holds the shorter one: the same seed draws the same trials), and the geometric mean."""
+    runs = {
+        (r["strategy"], r["seed"]): [(t, a) for t, a in r["found"] if t <= minutes * 60]
+        for r in records
+        if r["minutes"] >= minutes
+    }
     ratios = []
     for seed in sorted({seed for name, seed in runs if (DEFAULT, seed) in runs and ("random", seed) in runs}):
         found = {name: runs[(name, seed)] for name in (DEFAULT, "random")}
