@@ -268,22 +268,26 @@ def capped(values: list[float], horizon: float) -> list[float]:
 
 
 def real_run(name: str, seed: int, minutes: float, task: TaskSpec) -> dict:
-    """One strategy on SST-2 for ``minutes`` of CPU time: (CPU seconds, accuracy) of each tuned trial."""
+    """One strategy on SST-2 for ``minutes`` of CPU time: (CPU seconds, accuracy) of each tuned trial,
+    and its three objectives (for a comparison of fronts, not only of the best accuracy)."""
     sampler, strategy = STRATEGIES[name]
     config = StudyConfig(DEFAULT_MODEL, task, FIDELITY, SPACE, Caps(), "bench", seed, strategy=strategy)
     study = open_study(f"real-{name}-{seed}", optuna.storages.InMemoryStorage(), config, sampler)
     runner = TrialRunner(task, DEFAULT_MODEL, FIDELITY, MemoryReferences())  # its own references
-    run, started, found = objective(config, runner), time.process_time(), []
+    run, started, found, objectives = objective(config, runner), time.process_time(), [], []
     while time.process_time() - started < minutes * 60:
         study.optimize(run, n_trials=1)
-        if is_measured(study.trials[-1]):
-            found.append((time.process_time() - started, objectives_of(study.trials[-1])[0]))
+        trial = study.get_trials(deepcopy=False)[-1]
+        if is_measured(trial):
+            found.append((time.process_time() - started, objectives_of(trial)[0]))
+            objectives.append(objectives_of(trial))
     return {
         "strategy": name,
         "seed": seed,
         "minutes": minutes,
-        "candidates": len(study.trials),
+        "candidates": len(study.get_trials(deepcopy=False)),
         "found": found,
+        "objectives": objectives,
     }
 
 
@@ -320,6 +324,9 @@ def compare_real(records: list[dict], minutes: float) -> None:
     ratios = []
     for seed in sorted({seed for name, seed in runs if (DEFAULT, seed) in runs and ("random", seed) in runs}):
         found = {name: runs[(name, seed)] for name in (DEFAULT, "random")}
+        if not any(found.values()):
+            print(f"   seed {seed}: neither run finished a tuned trial within {minutes} CPU minutes")
+            continue
         top = max(a for tuned in found.values() for _, a in tuned)
         times = {n: next((t for t, a in tuned if a >= top - 0.01), math.inf) for n, tuned in found.items()}
         ratios.append(times[DEFAULT] / times["random"])
