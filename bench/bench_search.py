@@ -52,7 +52,7 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 from optuna._hypervolume import compute_hypervolume  # noqa: E402
 from search_common import DESIGN, FIDELITY, SPACE, default_sst2, sst2_task  # noqa: E402
-from search_surrogate import Surrogate, SurrogateRunner, load_design  # noqa: E402
+from search_surrogate import Surrogate, SurrogateRunner, load_records  # noqa: E402
 
 from adaptive import samplers  # noqa: E402
 from adaptive.samplers import DEFAULT_SAMPLER  # noqa: E402
@@ -100,15 +100,22 @@ def hypervolume(points: list[tuple[float, float, float]], scale: Scale) -> float
     return float(compute_hypervolume(scale.losses(points), np.ones(3)))
 
 
+def bench_study(
+    name: str, seed: int, task: TaskSpec, caps: Caps, prefix: str = ""
+) -> tuple[StudyConfig, optuna.Study]:
+    """A strategy's study at the bench space and fidelity, in memory (simulated and real runs alike)."""
+    sampler, strategy = STRATEGIES[name]
+    config = StudyConfig(DEFAULT_MODEL, task, FIDELITY, SPACE, caps, "bench", seed, strategy=strategy)
+    return config, open_study(f"{prefix}{name}-{seed}", optuna.storages.InMemoryStorage(), config, sampler)
+
+
 def simulate(
     name: str, seed: int, surrogate: Surrogate, real: TrialRunner, unit: float, horizon: float
 ) -> list[tuple[float, tuple[float, float, float]]]:
     """One run of a strategy on the surrogate: (trial-equivalents spent, objectives) of each point
     measured at full budget, in order. The clock counts what real trials would have taken plus the
     sampler's own seconds per suggestion."""
-    sampler, strategy = STRATEGIES[name]
-    config = StudyConfig(DEFAULT_MODEL, real.task, FIDELITY, SPACE, CAPS[0], "bench", seed, strategy=strategy)
-    study = open_study(f"{name}-{seed}", optuna.storages.InMemoryStorage(), config, sampler)
+    config, study = bench_study(name, seed, real.task, CAPS[0])
     runner = SurrogateRunner(surrogate, real, seed)
     run = objective(config, runner)  # type: ignore[arg-type]  # the surrogate answers like a TrialRunner
     measured: list[tuple[float, tuple[float, float, float]]] = []
@@ -165,7 +172,7 @@ def interval(values: list[float]) -> str:
 
 
 def surrogate_part(args: argparse.Namespace, real: TrialRunner) -> None:
-    records = load_design(args.design)
+    records = load_records(args.design)
     worst_cost = max(r["cost_gflops"] for r in records)
     counts = {role: sum(r["role"] == role for r in records) for role in ("design", "heldout", "replicate")}
     surrogate = Surrogate.fit(records)
@@ -270,17 +277,16 @@ def capped(values: list[float], horizon: float) -> list[float]:
 def real_run(name: str, seed: int, minutes: float, task: TaskSpec) -> dict:
     """One strategy on SST-2 for ``minutes`` of CPU time: (CPU seconds, accuracy) of each tuned trial,
     and its three objectives (for a comparison of fronts, not only of the best accuracy)."""
-    sampler, strategy = STRATEGIES[name]
-    config = StudyConfig(DEFAULT_MODEL, task, FIDELITY, SPACE, Caps(), "bench", seed, strategy=strategy)
-    study = open_study(f"real-{name}-{seed}", optuna.storages.InMemoryStorage(), config, sampler)
+    config, study = bench_study(name, seed, task, Caps(), prefix="real-")
     runner = TrialRunner(task, DEFAULT_MODEL, FIDELITY, MemoryReferences())  # its own references
     run, started, found, objectives = objective(config, runner), time.process_time(), [], []
     while time.process_time() - started < minutes * 60:
         study.optimize(run, n_trials=1)
         trial = study.get_trials(deepcopy=False)[-1]
         if is_measured(trial):
-            found.append((time.process_time() - started, objectives_of(trial)[0]))
-            objectives.append(objectives_of(trial))
+            values = objectives_of(trial)
+            found.append((time.process_time() - started, values[0]))
+            objectives.append(values)
     return {
         "strategy": name,
         "seed": seed,
@@ -310,7 +316,7 @@ def real_part(args: argparse.Namespace, task: TaskSpec) -> None:
                 f"   {name} seed {seed}: {record['candidates']} candidates, {len(record['found'])} tuned",
                 flush=True,
             )
-    compare_real(load_design(args.real_log), args.real_minutes)
+    compare_real(load_records(args.real_log), args.real_minutes)
 
 
 def compare_real(records: list[dict], minutes: float) -> None:

@@ -64,7 +64,8 @@ def features(settings: TrialSettings) -> list[float]:
     ]
 
 
-def load_design(path: Path) -> list[dict[str, Any]]:
+def load_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of ``path``: the measured design, or the real-run log."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
