@@ -192,7 +192,7 @@ def surrogate_part(args: argparse.Namespace, real: TrialRunner) -> None:
 
     runs: dict[str, list] = {}
     horizons = {
-        name: args.reach_horizon if name in args.reach_strategies else max(BUDGETS)
+        name: max(args.reach_horizon, max(BUDGETS)) if name in args.reach_strategies else max(BUDGETS)
         for name in args.strategies
     }
     print(f"\n2. strategies over {args.seeds} seeds, up to {max(BUDGETS)} trial-equivalents each", flush=True)
@@ -216,6 +216,7 @@ def surrogate_part(args: argparse.Namespace, real: TrialRunner) -> None:
         for s in [TrialSettings.from_dict(r["settings"])]
     ]
     design_front = [point for point in design_front if CAPS[0].allows(*point)]
+    near_baseline(design_front, worst_cost, baseline, surrogate.noise["accuracy"])
     pooled = design_front + [point for name in runs for run in runs[name] for _, point in run]
     pooled = [point for point in pooled if CAPS[0].allows(*point)]
     bests = {
@@ -225,6 +226,21 @@ def surrogate_part(args: argparse.Namespace, real: TrialRunner) -> None:
     compare(runs, primary, horizons, bests)
     print("   the same runs, hypervolume from accuracy 0 (as the earlier benchmark measured it):")
     compare(runs, zero, horizons, bests)
+
+
+def near_baseline(
+    front: list[tuple[float, float, float]], worst_cost: float, baseline: float, noise: float
+) -> None:
+    """How much of a front's hypervolume (from the baseline) lies within half a measurement's noise of the
+    baseline: volume one measurement cannot tell from learning nothing, found by covering the space."""
+    floor = baseline + noise / 2
+    full = hypervolume(front, Scale(worst_cost, baseline))
+    clear = hypervolume(front, Scale(worst_cost, floor)) * (1 - floor) / (1 - baseline)  # the same units
+    print(
+        f"   the design's front: {1 - clear / full:.0%} of its hypervolume from the baseline lies within "
+        f"half a measurement's noise ({noise / 2:.3f}) of the baseline accuracy; "
+        f"{sum(a > floor for a, _, _ in front)} of {len(front)} settings are clear of it"
+    )
 
 
 def compare(
@@ -377,7 +393,9 @@ def main() -> None:
         choices=list(STRATEGIES),
         help="Strategies whose runs go on to --reach-horizon, for the equivalents to 90%% of the best.",
     )
-    parser.add_argument("--reach-horizon", type=float, default=200.0)
+    parser.add_argument(
+        "--reach-horizon", type=float, default=200.0, help="At least 50, the last budget of the table."
+    )
     parser.add_argument("--real", type=int, default=0, help="Seeds of the real-run check (0: skip it).")
     parser.add_argument("--real-first", type=int, default=0, help="The first seed of the real-run check.")
     parser.add_argument("--real-minutes", type=float, default=45.0, help="CPU minutes per real run.")
