@@ -60,7 +60,7 @@ test: lint browser postgres
 bench: $(STAMP)
 	$(BIN)/python bench/bench_implant.py
 	$(BIN)/python bench/bench_trial.py --sst2 $(SST2)
-	$(BIN)/python bench/bench_search.py --sst2 $(SST2)
+	$(BIN)/python bench/bench_search.py --sst2 $(SST2) --seeds 40 --reach-horizon 400 --slow-seeds 3
 	$(BIN)/python bench/bench_workers.py --sst2 $(SST2)
 	$(BIN)/python bench/bench_recovery.py --sst2 $(SST2)
 	$(BIN)/python bench/bench_homophonic.py --sst2 $(SST2) --recovery-steps 600

@@ -94,6 +94,13 @@ class Scale:
         return np.minimum(np.array(rows), 1.0)
 
 
+def design_scale(records: list[dict]) -> Scale:
+    """The primary scale: cost over the costliest setting of the design, accuracy from its baseline."""
+    design = [r for r in records if r["role"] == "design"]
+    worst = max(r["cost_gflops"] for r in records)
+    return Scale(worst, statistics.mean(r["baseline_accuracy"] for r in design))
+
+
 def hypervolume(points: list[tuple[float, float, float]], scale: Scale) -> float:
     if not points:
         return 0.0
@@ -173,7 +180,8 @@ def interval(values: list[float]) -> str:
 
 def surrogate_part(args: argparse.Namespace, real: TrialRunner) -> None:
     records = load_records(args.design)
-    worst_cost = max(r["cost_gflops"] for r in records)
+    primary = design_scale(records)
+    worst_cost, baseline = primary.worst_cost, primary.floor
     counts = {role: sum(r["role"] == role for r in records) for role in ("design", "heldout", "replicate")}
     surrogate = Surrogate.fit(records)
     print(
@@ -207,8 +215,7 @@ def surrogate_part(args: argparse.Namespace, real: TrialRunner) -> None:
             f"{time.perf_counter() - started:.0f} s): per run at {max(BUDGETS)}: {summary}",
             flush=True,
         )
-    baseline = statistics.mean(r["baseline_accuracy"] for r in design)
-    primary, zero = Scale(worst_cost, baseline), Scale(worst_cost, 0.0)
+    zero = Scale(worst_cost, 0.0)
     print(f"   hypervolume from the baseline accuracy {baseline:.3f} (always the most common label) up;")
     design_front = [
         (surrogate.predict("accuracy", s), r["cost_gflops"], surrogate.predict("leakage", s))
@@ -316,7 +323,7 @@ def real_run(name: str, seed: int, minutes: float, task: TaskSpec) -> dict:
 def real_part(args: argparse.Namespace, task: TaskSpec) -> None:
     """``--real-strategies`` on SST-2 itself, each run appended to ``--real-log``; then the default
     against random for every seed the log holds both of at the same length: CPU time to within a point
-    of the best accuracy either found."""
+    of the best accuracy either found, and the hypervolume of the fronts they measured."""
     seeds = range(args.real_first, args.real_first + args.real)
     print(
         f"\n3. real runs on SST-2: {', '.join(args.real_strategies)}, seeds {list(seeds)}, "
@@ -332,20 +339,18 @@ def real_part(args: argparse.Namespace, task: TaskSpec) -> None:
                 f"   {name} seed {seed}: {record['candidates']} candidates, {len(record['found'])} tuned",
                 flush=True,
             )
-    compare_real(load_records(args.real_log), args.real_minutes)
+    compare_real(load_records(args.real_log), args.real_minutes, design_scale(load_records(args.design)))
 
 
-def compare_real(records: list[dict], minutes: float) -> None:
+def compare_real(records: list[dict], minutes: float, scale: Scale) -> None:
     """The default against random, per seed logged for both, over their first ``minutes`` of CPU time (a
-    longer run holds the shorter one: the same seed draws the same trials), and the geometric mean."""
-    runs = {
-        (r["strategy"], r["seed"]): [(t, a) for t, a in r["found"] if t <= minutes * 60]
-        for r in records
-        if r["minutes"] >= minutes
-    }
+    longer run holds the shorter one: the same seed draws the same trials), and the geometric mean; and
+    the hypervolume of each run's front as measured (noisy figures, ``scale`` from the design)."""
+    runs = {(r["strategy"], r["seed"]): r for r in records if r["minutes"] >= minutes}
     ratios = []
     for seed in sorted({seed for name, seed in runs if (DEFAULT, seed) in runs and ("random", seed) in runs}):
-        found = {name: runs[(name, seed)] for name in (DEFAULT, "random")}
+        logged = {name: runs[(name, seed)] for name in (DEFAULT, "random")}
+        found = {name: [(t, a) for t, a in r["found"] if t <= minutes * 60] for name, r in logged.items()}
         if not any(found.values()):
             print(f"   seed {seed}: neither run finished a tuned trial within {minutes} CPU minutes")
             continue
@@ -358,10 +363,25 @@ def compare_real(records: list[dict], minutes: float) -> None:
             + f"; ratio {ratios[-1]:.2f} (target <= 0.5)",
             flush=True,
         )
+        volumes = {n: measured_front(r, minutes, scale) for n, r in logged.items()}
+        if None not in volumes.values():
+            print(
+                "     hypervolume of the front as measured, from the baseline: "
+                + ", ".join(f"{n} {v:.4f}" for n, v in volumes.items())
+            )
     finite = [r for r in ratios if 0 < r < math.inf]  # a run that never got there has no ratio to average
     if len(finite) > 1:
         geometric = math.exp(statistics.mean(math.log(r) for r in finite))
         print(f"   geometric mean ratio {geometric:.2f} over {len(finite)} of {len(ratios)} seeds")
+
+
+def measured_front(record: dict, minutes: float, scale: Scale) -> float | None:
+    """The hypervolume of a logged real run's tuned trials within ``minutes`` (None: logged before the
+    objectives were)."""
+    if "objectives" not in record:
+        return None
+    timed = zip(record["found"], record["objectives"], strict=True)
+    return hypervolume([tuple(values) for (t, _), values in timed if t <= minutes * 60], scale)
 
 
 def main() -> None:
