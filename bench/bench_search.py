@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 from optuna._hypervolume import compute_hypervolume  # noqa: E402
-from search_common import DESIGN, FIDELITY, SPACE, default_sst2, sst2_task  # noqa: E402
+from search_common import DESIGN, FIDELITY, REAL_LOG, SPACE, default_sst2, sst2_task  # noqa: E402
 from search_surrogate import Surrogate, SurrogateRunner, load_records  # noqa: E402
 
 from adaptive import samplers  # noqa: E402
@@ -429,7 +429,7 @@ def main() -> None:
     parser.add_argument(
         "--real-log",
         type=Path,
-        default=Path("real-runs.jsonl"),
+        default=REAL_LOG,
         help="JSON lines each real run is appended to; the comparison reads every run logged there.",
     )
     parser.add_argument("--sst2", type=Path, default=default_sst2())
