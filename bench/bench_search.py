@@ -24,10 +24,11 @@ small real-run check on SST-2.
 3. ``--real N``: ``--real-strategies`` (the default and random search) on SST-2 itself for N seeds (from
    ``--real-first``) and ``--real-minutes`` each, every run appended to ``--real-log``; then, for every
    seed the log holds both of at that length, the time until each found a setting within one accuracy
-   point of the best either found. Time is this process's CPU time (one thread: OMP_NUM_THREADS=1), which
-   is the wall time on an otherwise idle core and does not drift when the machine is shared; each run has
-   its own plaintext-reference cache, so neither pays for the other. Runs can be split over processes
-   and sessions (random's do not depend on the default's settings). ``--seeds 0`` skips parts 1-2.
+   point of the best either found, and the hypervolume of each run's front as measured. Time is this
+   process's CPU time (one thread: OMP_NUM_THREADS=1), which is the wall time on an otherwise idle core
+   and does not drift when the machine is shared; each run has its own plaintext-reference cache, so
+   neither pays for the other. Runs can be split over processes and sessions (random's do not depend on
+   the default's settings). ``--seeds 0`` skips parts 1-2.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_search.py [--seeds 20] [--strategies ...] [--real 0]
 """
