@@ -361,7 +361,7 @@ def compare_real(records: list[dict], minutes: float, scale: Scale) -> None:
         print(
             f"   seed {seed}: best accuracy {top:.4f}; CPU minutes to within a point: "
             + ", ".join(f"{n} {t / 60:.1f} ({len(found[n])} tuned)" for n, t in times.items())
-            + f"; ratio {ratios[-1]:.2f} (target <= 0.5)",
+            + f"; ratio {ratio_text(times[DEFAULT], times['random'])} (target <= 0.5)",
             flush=True,
         )
         volumes = {n: measured_front(r, minutes, scale) for n, r in logged.items()}
@@ -374,6 +374,13 @@ def compare_real(records: list[dict], minutes: float, scale: Scale) -> None:
     if len(finite) > 1:
         geometric = math.exp(statistics.mean(math.log(r) for r in finite))
         print(f"   geometric mean ratio {geometric:.2f} over {len(finite)} of {len(ratios)} seeds")
+
+
+def ratio_text(default: float, random: float) -> str:
+    """The default's time over random's, or which of them never got there."""
+    if math.isinf(random):
+        return "none: random search never got there" if not math.isinf(default) else "none: neither got there"
+    return "none: the default never got there" if math.isinf(default) else f"{default / random:.2f}"
 
 
 def measured_front(record: dict, minutes: float, scale: Scale) -> float | None:
