@@ -42,7 +42,7 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -182,7 +182,6 @@ def interval(values: list[float]) -> str:
 def surrogate_part(args: argparse.Namespace, real: TrialRunner) -> None:
     records = load_records(args.design)
     primary = design_scale(records)
-    worst_cost, baseline = primary.worst_cost, primary.floor
     counts = {role: sum(r["role"] == role for r in records) for role in ("design", "heldout", "replicate")}
     surrogate = Surrogate.fit(records)
     print(
@@ -216,15 +215,15 @@ def surrogate_part(args: argparse.Namespace, real: TrialRunner) -> None:
             f"{time.perf_counter() - started:.0f} s): per run at {max(BUDGETS)}: {summary}",
             flush=True,
         )
-    zero = Scale(worst_cost, 0.0)
-    print(f"   hypervolume from the baseline accuracy {baseline:.3f} (always the most common label) up;")
+    zero = replace(primary, floor=0.0)
+    print(f"   hypervolume from the baseline accuracy {primary.floor:.3f} (always the most common label) up;")
     design_front = [
         (surrogate.predict("accuracy", s), r["cost_gflops"], surrogate.predict("leakage", s))
         for r in design
         for s in [TrialSettings.from_dict(r["settings"])]
     ]
     design_front = [point for point in design_front if CAPS[0].allows(*point)]
-    near_baseline(design_front, worst_cost, baseline, surrogate.noise["accuracy"])
+    near_baseline(design_front, primary, surrogate.noise["accuracy"])
     pooled = design_front + [point for name in runs for run in runs[name] for _, point in run]
     pooled = [point for point in pooled if CAPS[0].allows(*point)]
     bests = {
@@ -236,14 +235,13 @@ def surrogate_part(args: argparse.Namespace, real: TrialRunner) -> None:
     compare(runs, zero, horizons, bests)
 
 
-def near_baseline(
-    front: list[tuple[float, float, float]], worst_cost: float, baseline: float, noise: float
-) -> None:
-    """How much of a front's hypervolume (from the baseline) lies within half a measurement's noise of the
-    baseline: volume one measurement cannot tell from learning nothing, found by covering the space."""
-    floor = baseline + noise / 2
-    full = hypervolume(front, Scale(worst_cost, baseline))
-    clear = hypervolume(front, Scale(worst_cost, floor)) * (1 - floor) / (1 - baseline)  # the same units
+def near_baseline(front: list[tuple[float, float, float]], scale: Scale, noise: float) -> None:
+    """How much of a front's hypervolume on ``scale`` (from the baseline) lies within half a measurement's
+    noise of the baseline: volume one measurement cannot tell from learning nothing, found by covering
+    the space."""
+    baseline, floor = scale.floor, scale.floor + noise / 2
+    full = hypervolume(front, scale)
+    clear = hypervolume(front, replace(scale, floor=floor)) * (1 - floor) / (1 - baseline)  # same units
     print(
         f"   the design's front: {1 - clear / full:.0%} of its hypervolume from the baseline lies within "
         f"half a measurement's noise ({noise / 2:.3f}) of the baseline accuracy; "

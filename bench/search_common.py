@@ -18,9 +18,8 @@ from objectives.trial import Fidelity, TrialSettings
 SPACE = SearchSpace(steps=(20, 40, 80), learning_rates=(1e-4, 3e-4), batch_size=16, recovery_steps=(0,))
 FIDELITY = Fidelity(train_size=640, max_length=32)
 DESIGN = Path(__file__).parent / "data" / "search-design.jsonl"
-REAL_LOG = (
-    Path(__file__).parent / "data" / "search-real-runs.jsonl"
-)  # the real-run check, kept across sessions
+# the real-run check's log, kept in the repository across sessions (figures only, no data)
+REAL_LOG = Path(__file__).parent / "data" / "search-real-runs.jsonl"
 
 
 def sst2_task(root: Path) -> TaskSpec:
