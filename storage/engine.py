@@ -22,6 +22,9 @@ from operators.errors import ShaketuneError
 DEFAULT_URL = "sqlite:///shaketune.db"
 ENV_VAR = "SHAKETUNE_STORAGE"
 SQLITE_BUSY_SECONDS = 60
+# PostgreSQL ends a session left idle inside a transaction this long, releasing its locks: a client
+# frozen mid-transaction (stopped, its machine suspended or cut off) cannot block the others for good.
+POSTGRES_IDLE_TRANSACTION_SECONDS = 60
 
 
 class StorageError(ShaketuneError):
@@ -57,9 +60,15 @@ def _is_sqlite(url: str) -> bool:
 
 
 def engine_kwargs(url: str) -> dict[str, Any]:
-    """Engine options for ``url``; SQLite waits for locks instead of failing at once."""
+    """Engine options for ``url``: SQLite waits for locks instead of failing at once; PostgreSQL drops a
+    session idle in a transaction after a minute (its client is frozen) and checks pooled connections."""
     if _is_sqlite(url):
         return {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}}
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("psycopg", "psycopg2"):
+        idle = f"-c idle_in_transaction_session_timeout={POSTGRES_IDLE_TRANSACTION_SECONDS * 1000}"
+        options = " ".join(filter(None, [parsed.query.get("options"), idle]))  # keeps the URL's own
+        return {"pool_pre_ping": True, "connect_args": {"options": options}}
     return {"pool_pre_ping": True}
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, inspect, select, text
+from sqlalchemy import Engine, delete, func, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -175,6 +175,10 @@ class Repository:
 
     def _session(self) -> Session:
         return self._sessions()
+
+    def _autocommit_session(self) -> Session:
+        """A session whose every statement is its own transaction, committed by the database."""
+        return Session(self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
 
     # --- targets -----------------------------------------------------------------------------------
     def ensure_target(
@@ -352,20 +356,26 @@ class Repository:
         owner: tuple[str | None, int | None] | None = None,
         **fields: Any,
     ) -> RunRecord | None:
-        """Change a run in one transaction; with ``expected``, only if its state is one of those, and
-        with ``owner`` (host, pid), only if that worker still holds it (returns None otherwise), so
-        concurrent updates cannot overwrite a newer state."""
-        with self._session() as session, session.begin():
-            row = session.get(Run, run_id, with_for_update=True)
-            if row is None:
+        """Change a run; with ``expected``, only if its state is one of those, and with ``owner`` (host,
+        pid), only if that worker still holds it (returns None otherwise), so concurrent updates cannot
+        overwrite a newer state.
+
+        One conditional UPDATE that the database commits as it runs: no lock on the run outlives the
+        statement, so a worker frozen between two round trips (stopped, swapped out, its machine
+        suspended) cannot block the service's cancel or supervision of the run.
+        """
+        change = update(Run).where(Run.id == run_id).values(**fields).returning(Run)
+        if expected is not None:
+            change = change.where(Run.state.in_(expected))
+        if owner is not None:
+            change = change.where(Run.host == owner[0], Run.pid == owner[1])  # None compares as IS NULL
+        with self._autocommit_session() as session:
+            row = session.scalar(change, execution_options={"synchronize_session": False})
+            if row is not None:
+                return _run_record(row)
+            if session.get(Run, run_id) is None:
                 raise StorageError(f"no run {run_id}")
-            if expected is not None and row.state not in expected:
-                return None
-            if owner is not None and (row.host, row.pid) != owner:
-                return None
-            for key, value in fields.items():
-                setattr(row, key, value)
-            return _run_record(row)
+            return None
 
     # --- trial slots (a study's shared budget) -------------------------------------------------------
     def slots(self, study_name: str) -> list[tuple[int, int | None, str, datetime]]:

@@ -1,7 +1,8 @@
 """The service under concurrent and hostile use, on PostgreSQL and SQLite: one active run per target
 however many requests race for it; a worker killed while the service is up is noticed, its run launched
 again and its stale trial failed and retried; cancelling a dead run completes; the database password
-never appears on a process's command line or in the schedules table."""
+never appears on a process's command line or in the schedules table; a frozen worker holds no lock on
+its run, and PostgreSQL ends a transaction its client left idle."""
 
 import contextlib
 import os
@@ -17,9 +18,10 @@ from optuna.trial import TrialState
 from sqlalchemy import text
 
 from storage.engine import get_engine, optuna_storage
+from storage.models import ACTIVE_STATES
 from storage.repository import Repository
 from tests.service import Service, tiny_target
-from tests.workers import postgres_database, trials, wait_until
+from tests.workers import libpq_url, postgres_database, trials, wait_until
 
 PASSWORD = "pw-7d1e2c9a-not-for-ps"
 
@@ -130,3 +132,82 @@ def test_a_schedule_and_the_cli_meet_the_same_rule(tmp_path, caplog):
     assert "skipped" in caplog.text and len(repository.runs("t")) == 1
     refused = run("reoptimise", "t", "--storage", url, ok=False)
     assert f"already has run {active.id}" in refused["error"]
+
+
+@pytest.fixture
+def postgres_url(postgres_admin):
+    with postgres_database(postgres_admin) as url:
+        yield url
+
+
+def locked_by_another(url: str, run_id: int) -> bool:
+    """Whether a second session finds the run's row locked (it does not wait)."""
+    import psycopg
+
+    with psycopg.connect(libpq_url(url)) as connection:
+        try:
+            connection.execute("SELECT id FROM shaketune_runs WHERE id = %s FOR UPDATE NOWAIT", (run_id,))
+        except psycopg.errors.LockNotAvailable:
+            return True
+        finally:
+            connection.rollback()
+    return False
+
+
+def test_a_run_update_holds_no_lock_between_round_trips(postgres_url):
+    """A worker stopped between any two statements of a heartbeat or claim must leave the run's row
+    free, or the service's cancel waits on a frozen process for good (a SIGSTOP flake found it)."""
+    from sqlalchemy import event
+
+    from adaptive.runs import queue_run
+
+    repository = Repository(postgres_url)
+    repository.ensure_target("t", "m", {}, "0" * 64)
+    run = queue_run(repository, "t", "study")
+    seen: list[bool] = []
+
+    def after(*_: object) -> None:
+        seen.append(locked_by_another(postgres_url, run.id))
+
+    event.listen(repository.engine, "after_cursor_execute", after)
+    try:
+        claimed = repository.update_run(run.id, expected=("queued",), state="running", host="h", pid=7)
+        beat = repository.update_run(run.id, expected=ACTIVE_STATES, owner=("h", 7), state="cancelling")
+        lost = repository.update_run(run.id, owner=("h", 8), message="not its worker")
+    finally:
+        event.remove(repository.engine, "after_cursor_execute", after)
+    assert (claimed.state, claimed.host, claimed.pid, beat.state, lost) == (
+        "running",
+        "h",
+        7,
+        "cancelling",
+        None,
+    )
+    assert seen and not any(seen), seen
+
+
+def test_postgres_ends_a_frozen_transaction_and_keeps_the_urls_options(postgres_url, monkeypatch):
+    """The backstop for locks held by anything else (Optuna's trial rows): a session idle inside a
+    transaction is ended by the server, so its locks go; options given in the URL still apply."""
+    import sqlalchemy
+
+    from adaptive.runs import queue_run
+    from storage import engine as engine_module
+
+    repository = Repository(postgres_url)
+    repository.ensure_target("t", "m", {}, "0" * 64)
+    run = queue_run(repository, "t", "study")
+    monkeypatch.setattr(engine_module, "POSTGRES_IDLE_TRANSACTION_SECONDS", 1)
+    url = f"{postgres_url}?options=-c%20statement_timeout%3D5000"
+    frozen = sqlalchemy.create_engine(url, **engine_module.engine_kwargs(url))
+    try:
+        with frozen.connect() as connection:
+            assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "5s"
+            connection.exec_driver_sql(f"SELECT id FROM shaketune_runs WHERE id = {run.id} FOR UPDATE")
+            assert locked_by_another(postgres_url, run.id)
+            time.sleep(2.5)  # the client stops here, inside its transaction
+            assert not locked_by_another(postgres_url, run.id)
+            with pytest.raises(sqlalchemy.exc.DBAPIError, match="idle-in-transaction timeout"):
+                connection.exec_driver_sql("SELECT 1")
+    finally:
+        frozen.dispose()
