@@ -62,9 +62,9 @@ def _is_sqlite(url: str) -> bool:
 def engine_kwargs(url: str) -> dict[str, Any]:
     """Engine options for ``url``: SQLite waits for locks instead of failing at once; PostgreSQL drops a
     session idle in a transaction after a minute (its client is frozen) and checks pooled connections."""
-    if _is_sqlite(url):
-        return {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}}
     parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}}
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("psycopg", "psycopg2"):
         idle = f"-c idle_in_transaction_session_timeout={POSTGRES_IDLE_TRANSACTION_SECONDS * 1000}"
         options = " ".join(filter(None, [parsed.query.get("options"), idle]))  # keeps the URL's own

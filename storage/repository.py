@@ -172,13 +172,13 @@ class Repository:
         Base.metadata.create_all(self.engine)
         add_missing_columns(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # every statement its own transaction, committed by the database as it runs
+        self._autocommit_sessions = sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
 
     def _session(self) -> Session:
         return self._sessions()
-
-    def _autocommit_session(self) -> Session:
-        """A session whose every statement is its own transaction, committed by the database."""
-        return Session(self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
 
     # --- targets -----------------------------------------------------------------------------------
     def ensure_target(
@@ -369,7 +369,7 @@ class Repository:
             change = change.where(Run.state.in_(expected))
         if owner is not None:
             change = change.where(Run.host == owner[0], Run.pid == owner[1])  # None compares as IS NULL
-        with self._autocommit_session() as session:
+        with self._autocommit_sessions() as session:
             row = session.scalar(change, execution_options={"synchronize_session": False})
             if row is not None:
                 return _run_record(row)
