@@ -54,9 +54,10 @@ class EncodedData:
 def encode_token_ids(
     key: ShakeKey, token_ids: list[list[int]], source: KeyStream | None = None
 ) -> list[list[int]]:
-    """Apply the key's horizontal map to every id (one gather over all examples); a homophonic key
-    draws each occurrence's copy from ``source`` (None: the OS CSPRNG)."""
-    return map_token_ids(token_ids, lambda flat: key.encode(flat, source))
+    """Substitute occurrences where the key says so (the same text always the same way), then apply the
+    key's horizontal map to every id (one gather over all examples); a homophonic key draws each
+    occurrence's copy from ``source`` (None: the OS CSPRNG)."""
+    return map_token_ids(key.substitute(token_ids), lambda flat: key.encode(flat, source))
 
 
 def save_encoded(path: str | Path, data: EncodedData) -> Path:

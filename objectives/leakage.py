@@ -18,7 +18,15 @@ from torch import nn
 
 from objectives.attacks.decipherment import ContextAttack
 from objectives.attacks.frequency import FrequencyAttack
-from objectives.attacks.suite import Attack, LeakageReport, run_attacks, suite_for
+from objectives.attacks.scoring import Occurrences, Recovery
+from objectives.attacks.suite import (
+    Attack,
+    LeakageReport,
+    decoding_attacks,
+    occurrences_of,
+    run_attacks,
+    suite_for,
+)
 from objectives.attacks.view import CloudView, GroundTruth, PublicKnowledge, bigram_counts, token_counts
 from objectives.device import CPU
 from operators.errors import SettingsError
@@ -30,6 +38,11 @@ BOUND = "bound"
 ATTACKS = "attacks"
 LEAKAGE_MEASURES = (BOUND, ATTACKS)
 DEFAULT_LEAKAGE_MEASURE = BOUND
+# which occurrences the leakage objective scores: "sensitive" the worse of rare tokens and planted secrets,
+# "all" every private token (objectives/attacks/scoring.py)
+SENSITIVE, ALL = "sensitive", "all"
+LEAKAGE_OBJECTIVES = (SENSITIVE, ALL)
+DEFAULT_LEAKAGE_OBJECTIVE = SENSITIVE
 INFORMED = "informed"  # the marker of informed-view attacks in "stage/informed/attack" names
 OUTPUT = "output"  # the prefix of attacks on an untied head's rows: "output/attack"
 
@@ -41,12 +54,93 @@ def check_measure(measure: str) -> str:
     return measure
 
 
+def check_objective(objective: str) -> str:
+    """``objective`` if it names which occurrences leakage scores, else a clear error."""
+    if objective not in LEAKAGE_OBJECTIVES:
+        raise SettingsError(
+            f"leakage objective must be one of {', '.join(LEAKAGE_OBJECTIVES)}, got {objective!r}"
+        )
+    return objective
+
+
+def objective_subsets(objective: str) -> tuple[str, ...]:
+    """The scoring subsets a leakage objective takes the worst of."""
+    return ("rare", "canary") if check_objective(objective) == SENSITIVE else ("all",)
+
+
+@dataclass(frozen=True)
+class Plaintext:
+    """What the owner wrote, aligned token for token with the attacked upload, so attacks are scored per
+    occurrence against it: the private sequences (and planted canaries after them), with per token
+    whether it belongs to a canary and whether it is one of its secrets."""
+
+    token_ids: Sequence[Sequence[int]]
+    planted: Sequence[Sequence[bool]] | None = None
+    secret: Sequence[Sequence[bool]] | None = None
+
+
 def ground_truth(key: ShakeKey) -> GroundTruth:
     """The plaintext id of every shaken id, and which shaken ids are special tokens."""
     horizontal = key.horizontal
     special = torch.zeros(horizontal.size, dtype=torch.bool)
     special[key.encode(torch.as_tensor(key.model.special_ids, dtype=torch.long))] = True  # one copy each
     return GroundTruth(horizontal.plain_of_shaken, special)
+
+
+def truth_for(
+    key: ShakeKey, view: CloudView, public: PublicKnowledge, plaintext: Plaintext | None
+) -> GroundTruth:
+    """The truth attacks on ``view`` are scored against: per occurrence, what the owner wrote (given, or
+    what the key alone says where it substitutes nothing)."""
+    truth = ground_truth(key)
+    if plaintext is None:
+        if key.substitutes:
+            raise SettingsError(
+                "this key substitutes tokens: its upload is scored against the plaintext it came from "
+                "(give the private data)"
+            )
+        return GroundTruth(truth.plain_of_shaken, truth.special, occurrences_of(view, truth, public))
+    occurrences = Occurrences.of(
+        view.token_ids,
+        plaintext.token_ids,
+        public.special_ids,
+        public.frequent(),
+        plaintext.planted,
+        plaintext.secret,
+    )
+    return GroundTruth(truth.plain_of_shaken, truth.special, occurrences)
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """What an upload gives away before any attack, per scoring subset: how many occurrences it holds,
+    the share reaching the cloud unchanged (the permutation aside: readable once it is broken), and the
+    blind floor (always naming the most frequent public token)."""
+
+    occurrences: dict[str, int]
+    unchanged: Recovery
+    floor: Recovery
+
+    @classmethod
+    def of(cls, truth: GroundTruth, public: PublicKnowledge) -> Exposure:
+        occurrences = truth.occurrences
+        frequent = public.frequent()
+        return cls(
+            occurrences.counts(),
+            occurrences.unchanged(truth.plain_of_shaken),
+            occurrences.floors(public.prior, public.special_ids, frequent),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "occurrences": self.occurrences,
+            "unchanged": self.unchanged.to_dict(),
+            "floor": self.floor.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Exposure:
+        return cls(dict(data["occurrences"]), Recovery(**data["unchanged"]), Recovery(**data["floor"]))
 
 
 def untied_output_rows(model: nn.Module) -> torch.Tensor | None:
@@ -74,6 +168,7 @@ def public_knowledge(
         bigram_counts(public_token_ids, size),
         model=pretrained,
         output_embedding=None if output is None else output.detach().cpu().clone(),
+        token_ids=[list(seq) for seq in public_token_ids],
     )
 
 
@@ -83,11 +178,21 @@ class StageLeakage:
 
     attacks: LeakageReport  # the suite on the upload as it is
     informed: LeakageReport  # row-matching attacks with the invertible operators undone
+    exposure: Exposure | None = None  # counts, unchanged shares and blind floors (None: stored before)
 
     @property
     def bound(self) -> float:
         """The informed-adversary figure; never below what the suite recovers."""
         return max(self.attacks.leakage, self.informed.leakage)
+
+    def bound_on(self, subset: str) -> float | None:
+        """The informed-adversary figure on a scoring subset (None where it was not scored)."""
+        values = [v for v in (self.attacks.figure(subset), self.informed.figure(subset)) if v is not None]
+        return max(values) if values else None
+
+    def attacks_on(self, subset: str) -> float | None:
+        """The suite's best attack on a scoring subset."""
+        return self.attacks.figure(subset)
 
     @property
     def strongest_bound(self) -> str:
@@ -100,9 +205,12 @@ class StageLeakage:
         return {
             "leakage_bound": self.bound,
             "leakage_attacks": self.attacks.leakage,
+            "leakage_bound_rare": self.bound_on("rare"),
+            "canary_recovery": self.bound_on("canary"),
             "strongest_bound_attack": self.strongest_bound,
             "strongest_attack": self.attacks.strongest,
             "occurrences": self.attacks.occurrences,
+            "exposure": self.exposure.to_dict() if self.exposure else None,
             "attacks": {name: vars(score) for name, score in self.attacks.scores.items()},
             "informed_attacks": {name: vars(score) for name, score in self.informed.scores.items()},
         }
@@ -124,9 +232,42 @@ class StagedLeakage:
         """The informed-adversary bound over every stage (at least :attr:`attacks`)."""
         return max((s.bound for s in self.stages.values()), default=0.0)
 
-    def figure(self, measure: str) -> float:
-        """The figure a study optimises and caps: ``bound`` (default) or ``attacks``."""
-        return self.bound if check_measure(measure) == BOUND else self.attacks
+    def on(self, subset: str, measure: str = BOUND) -> float | None:
+        """A measure's figure on one scoring subset over every stage (None where no stage scored it)."""
+        check_measure(measure)
+        values = [
+            v
+            for s in self.stages.values()
+            if (v := (s.bound_on(subset) if measure == BOUND else s.attacks_on(subset))) is not None
+        ]
+        return max(values) if values else None
+
+    def figure(self, measure: str, objective: str = ALL) -> float:
+        """The figure a study optimises and caps: ``bound`` (default) or ``attacks``, on every private
+        token (``all``) or the worse of rare tokens and planted secrets (``sensitive``; where neither was
+        scored, as in reports stored before, every token)."""
+        if check_objective(objective) == ALL:
+            return self.bound if check_measure(measure) == BOUND else self.attacks
+        values = [v for subset in objective_subsets(objective) if (v := self.on(subset, measure)) is not None]
+        return max(values) if values else self.figure(measure, ALL)
+
+    def strongest_on(self, subset: str, measure: str = BOUND) -> str:
+        """What sets a measure's figure on a subset: ``stage/attack`` or ``stage/informed/attack``."""
+        figures: dict[str, float] = {}
+        for stage, leakage in self.stages.items():
+            reports = [("", leakage.attacks)]
+            if measure == BOUND:
+                reports.append((f"{INFORMED}/", leakage.informed))
+            for prefix, report in reports:
+                for name, score in report.scores.items():
+                    if (value := score.on(subset)) is not None:
+                        figures[f"{stage}/{prefix}{name}"] = value
+        return max(figures, key=figures.get) if figures else ""
+
+    @property
+    def exposure(self) -> Exposure | None:
+        """The upload's exposure (the same at every stage: the ids do not change)."""
+        return next((s.exposure for s in self.stages.values() if s.exposure is not None), None)
 
     def per_attack(self) -> dict[str, float]:
         """Every suite figure, keyed ``stage/attack``."""
@@ -159,7 +300,11 @@ class StagedLeakage:
     def to_dict(self) -> dict[str, Any]:
         """Every stage's reports, so that a shaking measured once can be reused without attacking again."""
         return {
-            stage: {"attacks": leakage.attacks.to_dict(), "informed": leakage.informed.to_dict()}
+            stage: {
+                "attacks": leakage.attacks.to_dict(),
+                "informed": leakage.informed.to_dict(),
+                "exposure": leakage.exposure.to_dict() if leakage.exposure else None,
+            }
             for stage, leakage in self.stages.items()
         }
 
@@ -168,7 +313,9 @@ class StagedLeakage:
         return cls(
             {
                 stage: StageLeakage(
-                    LeakageReport.from_dict(item["attacks"]), LeakageReport.from_dict(item["informed"])
+                    LeakageReport.from_dict(item["attacks"]),
+                    LeakageReport.from_dict(item["informed"]),
+                    Exposure.from_dict(item["exposure"]) if item.get("exposure") else None,
                 )
                 for stage, item in data.items()
             }
@@ -177,13 +324,16 @@ class StagedLeakage:
 
 def informed_view(view: CloudView, key: ShakeKey, public: PublicKnowledge) -> CloudView:
     """The upload with the key's invertible vertical operators undone (the noise stays): what an attacker
-    who had already recovered the secret linear map would hold. The owner computes it with the key."""
-    return undone(view, key.vertical_chain(embedding_scale(public.embedding)))
+    who had already recovered the secret linear map would hold, with the substitution mechanism (all of
+    it but the draws). The owner computes it with the key."""
+    return undone(view, key.vertical_chain(embedding_scale(public.embedding)), key.mechanism)
 
 
-def undone(view: CloudView, chain: VerticalChain) -> CloudView:
-    """``view`` with ``chain``'s invertible operators undone and its noise left in place."""
-    return CloudView(chain.undo_invertible(view.embedding.detach().to(torch.float32)), view.token_ids)
+def undone(view: CloudView, chain: VerticalChain, mechanism: Any = None) -> CloudView:
+    """``view`` with ``chain``'s invertible operators undone and its noise left in place; ``mechanism``:
+    the key's substitution mechanism, which the informed attacker holds."""
+    rows = chain.undo_invertible(view.embedding.detach().to(torch.float32))
+    return CloudView(rows, view.token_ids, mechanism=mechanism)
 
 
 def measure_leakage(
@@ -194,17 +344,19 @@ def measure_leakage(
     advance: Callable[[str], None] | None = None,
     trained_body: bool = False,
     device: torch.device = CPU,
+    plaintext: Plaintext | None = None,
 ) -> StageLeakage:
     """Both figures for the shaken model's embedding and the shaken training ids; ``trained_body``: the
     body was trained on shaken ids (recovery training, tuning), so the cloud can also run it. An untied
     output embedding is attacked too (against the public one, when ``public`` holds it), and each figure
     is the maximum over both. The rows are read onto the CPU (keys are applied there); the attacks'
-    matrix products run on ``device``."""
+    matrix products run on ``device``. ``plaintext``: what the owner wrote (needed for a key that
+    substitutes), with any planted canaries."""
     model = shaken if trained_body else None
     view = CloudView(input_embedding(shaken).detach().cpu(), shaken_token_ids, model=model)
     rows = untied_output_rows(shaken) if public.output_embedding is not None else None
     output = None if rows is None else CloudView(rows.detach().cpu(), shaken_token_ids)
-    return measure_view(view, public, key, advance, device, output=output)
+    return measure_view(view, public, key, advance, device, output=output, plaintext=plaintext)
 
 
 def measure_view(
@@ -214,22 +366,27 @@ def measure_view(
     advance: Callable[[str], None] | None = None,
     device: torch.device = CPU,
     output: CloudView | None = None,
+    plaintext: Plaintext | None = None,
 ) -> StageLeakage:
     """The suite on ``view`` and the informed attacks on its informed view, scored with the key; the
     attacks' matrix products run on ``device``. ``output``: an untied head's shaken rows (same ids), put
     through the same attacks against the public output rows (``PublicKnowledge.output_embedding``),
-    except the text attacks that read no rows; their figures join both reports as ``output/attack``."""
-    truth = ground_truth(key)
+    except the text attacks that read no rows; their figures join both reports as ``output/attack``.
+    Every attack is scored per occurrence against ``plaintext`` (what the key alone gives, when None)."""
+    truth = truth_for(key, view, public, plaintext)
+    exposure = Exposure.of(truth, public)
     stage = _measure_rows(view, public, key, truth, suite_for(view, public), advance, device)
     if output is None:
-        return stage
+        return replace(stage, exposure=exposure)
     output_public = public.of_output_rows()
     if output_public is None:
         raise SettingsError("output rows to attack, but the public knowledge holds no output embedding")
     prefixed = (lambda name: advance(f"{OUTPUT}/{name}")) if advance else None
     attacks = row_attacks(output, output_public)
-    rows = _measure_rows(output, output_public, key, truth, attacks, prefixed, device)
-    return StageLeakage(with_output(stage.attacks, rows.attacks), with_output(stage.informed, rows.informed))
+    rows = _measure_rows(output, output_public, key, truth, attacks, prefixed, device, decode=False)
+    return StageLeakage(
+        with_output(stage.attacks, rows.attacks), with_output(stage.informed, rows.informed), exposure
+    )
 
 
 def _measure_rows(
@@ -240,17 +397,23 @@ def _measure_rows(
     attacks: Sequence[Attack],
     advance: Callable[[str], None] | None,
     device: torch.device,
+    decode: bool = True,
 ) -> StageLeakage:
     """``attacks`` on ``view`` and the informed attacks on its informed view (the key's chain at the
-    scale of ``public``'s rows, as shaking used the pretrained matrix's own scale)."""
+    scale of ``public``'s rows, as shaking used the pretrained matrix's own scale). ``decode``: the
+    informed attacker also decodes substituted text (not for an untied head's rows: the same stream)."""
     suite = run_attacks(view, public, truth, attacks, advance=advance, device=device)
     chain = key.vertical_chain(embedding_scale(public.embedding))
+    mechanism = key.mechanism if decode else None
+    informed_rows = undone(view, chain, mechanism)
     if chain.has_invertible:
-        informed = run_attacks(
-            undone(view, chain), public, truth, advance=advance, informed=True, device=device
-        )
+        informed = run_attacks(informed_rows, public, truth, advance=advance, informed=True, device=device)
     else:
         informed = same_as_suite(suite, view, public, advance)
+        decoders = decoding_attacks(bool(public.prior.sum() > 0), mechanism is not None)
+        if decoders:
+            decoded = run_attacks(informed_rows, public, truth, decoders, advance=advance, device=device)
+            informed = LeakageReport({**informed.scores, **decoded.scores}, informed.occurrences)
     return StageLeakage(suite, informed)
 
 
@@ -280,13 +443,19 @@ def same_as_suite(
 
 
 def attack_count(
-    view_rows: int, public: PublicKnowledge, trained_body: bool = False, output_rows: bool | None = None
+    view_rows: int,
+    public: PublicKnowledge,
+    trained_body: bool = False,
+    output_rows: bool | None = None,
+    substituted: bool = False,
 ) -> int:
     """How many attacks :func:`measure_view` runs on a view of ``view_rows`` rows (for progress bars);
     ``output_rows``: an untied head's rows are attacked too (default: whenever ``public`` holds the
-    public output embedding, as :func:`measure_leakage` then does for a model of that architecture)."""
+    public output embedding, as :func:`measure_leakage` then does for a model of that architecture);
+    ``substituted``: the key substitutes, so its text is decoded too."""
     view = CloudView(torch.empty(view_rows, 0), [], model=object() if trained_body else None)
-    count = len(suite_for(view, public)) + len(suite_for(view, public, informed=True))
+    informed = CloudView(view.embedding, [], mechanism=object() if substituted else None)
+    count = len(suite_for(view, public)) + len(suite_for(informed, public, informed=True))
     if output_rows is None:
         output_rows = public.output_embedding is not None
     if output_rows:

@@ -124,7 +124,11 @@ def evaluate_next_token(
         plain, mask, labels = causal_batch(
             [token_ids[i] for i in batch], pad_id, [loss_from[i] for i in batch]
         )
-        inputs = key.encode(plain, source) if key is not None else plain
+        if key is not None:
+            lengths = [int(n) for n in mask.sum(dim=1).tolist()]
+            inputs = key.encode(key.substitute_batch(plain, lengths), source)
+        else:
+            inputs = plain
         with autocast(where):
             logits = model(input_ids=inputs.to(where), attention_mask=mask.to(where)).logits
         if key is not None:

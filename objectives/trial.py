@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from objectives.attacks.view import PublicKnowledge
+from objectives.canaries import Canaries, plant
 from objectives.cost import (
     ModelShape,
     StageTime,
@@ -38,11 +39,14 @@ from objectives.device import CPU, describe_device
 from objectives.encoded import encode_token_ids
 from objectives.evaluation import evaluate_accuracy, majority_accuracy
 from objectives.leakage import (
+    ALL,
     BOUND,
+    Plaintext,
     StagedLeakage,
     StageLeakage,
     attack_count,
     check_measure,
+    check_objective,
     measure_leakage,
     public_knowledge,
 )
@@ -57,6 +61,7 @@ from objectives.tuning import Checkpoint, TuningBudget, TuningRun, batch_plan, b
 from operators.atomic import write_file_atomic
 from operators.errors import SettingsError
 from operators.homophonic import copy_counts, extra_rows
+from operators.identity import vocabulary_tokens
 from operators.implant import shake_model
 from operators.key import ShakeKey, generate_key
 from operators.recovery import recover_model
@@ -172,6 +177,17 @@ class TrialResult:
     leakage_reused: bool = False  # the figures of an earlier measurement of the same shaking and key
     device: str = "cpu"  # where the models and the attacks' matrix products ran (describe_device)
     task_kind: str = "classification"  # or "lm": accuracy is then next-token accuracy
+    # the same figures on the occurrences that matter (objectives/attacks/scoring.py): rare tokens and
+    # planted secrets, by the informed bound and by the suite; None where not scored (stored before)
+    leakage_bound_rare: float | None = None
+    canary_recovery: float | None = None  # the bound's attacker on planted secrets
+    leakage_attacks_rare: float | None = None
+    canary_recovery_attacks: float | None = None
+    strongest_rare_attack: str = ""  # what sets leakage_bound_rare
+    strongest_canary_attack: str = ""  # what sets canary_recovery
+    blind_floor: float | None = None  # always naming the most frequent public token, on every token
+    tokens_unchanged: float | None = None  # share of private tokens uploaded as written (pi aside)
+    rare_unchanged: float | None = None  # the same on rare tokens
     leakage_report: StagedLeakage | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -184,6 +200,7 @@ class TrialResult:
         **measured: Any,
     ) -> TrialResult:
         """A result whose leakage fields come from ``leakage`` and whose cost from ``flops``."""
+        exposure = leakage.exposure
         return cls(
             settings=settings,
             key_fingerprint=key_fingerprint,
@@ -196,12 +213,36 @@ class TrialResult:
             cost_gflops=sum(flops.values()) / 1e9,
             flops=flops,
             leakage_report=leakage,
+            leakage_bound_rare=leakage.on("rare"),
+            canary_recovery=leakage.on("canary"),
+            leakage_attacks_rare=leakage.on("rare", "attacks"),
+            canary_recovery_attacks=leakage.on("canary", "attacks"),
+            strongest_rare_attack=leakage.strongest_on("rare"),
+            strongest_canary_attack=leakage.strongest_on("canary"),
+            blind_floor=exposure.floor.all if exposure else None,
+            tokens_unchanged=exposure.unchanged.all if exposure else None,
+            rare_unchanged=exposure.unchanged.rare if exposure else None,
             **measured,
         )
 
-    def leakage(self, measure: str) -> float:
-        """The figure a study optimises: ``bound`` or ``attacks``."""
-        return self.leakage_bound if check_measure(measure) == BOUND else self.leakage_attacks
+    def leakage(self, measure: str, objective: str = ALL) -> float:
+        """The figure a study optimises: ``bound`` or ``attacks``, on every token (``all``) or the worse
+        of rare tokens and planted secrets (``sensitive``)."""
+        if self.leakage_report is not None:
+            return self.leakage_report.figure(measure, objective)
+        return self._stored_leakage(check_measure(measure), check_objective(objective))
+
+    def _stored_leakage(self, measure: str, objective: str) -> float:
+        """The figure from the stored fields alone (a result rebuilt without its report)."""
+        if objective == ALL:
+            return self.leakage_bound if measure == BOUND else self.leakage_attacks
+        pair = (
+            (self.leakage_bound_rare, self.canary_recovery)
+            if measure == BOUND
+            else (self.leakage_attacks_rare, self.canary_recovery_attacks)
+        )
+        values = [v for v in pair if v is not None]
+        return max(values) if values else self._stored_leakage(measure, ALL)
 
     @property
     def accuracy_gap(self) -> float | None:
@@ -225,6 +266,15 @@ class TrialResult:
             "recovery": self.recovery.to_dict() if self.recovery else None,
             "leakage_bound": self.leakage_bound,
             "leakage_attacks": self.leakage_attacks,
+            "leakage_bound_rare": self.leakage_bound_rare,
+            "canary_recovery": self.canary_recovery,
+            "leakage_attacks_rare": self.leakage_attacks_rare,
+            "canary_recovery_attacks": self.canary_recovery_attacks,
+            "strongest_rare_attack": self.strongest_rare_attack,
+            "strongest_canary_attack": self.strongest_canary_attack,
+            "blind_floor": self.blind_floor,
+            "tokens_unchanged": self.tokens_unchanged,
+            "rare_unchanged": self.rare_unchanged,
             "strongest_attack": self.strongest_attack,
             "strongest_bound_attack": self.strongest_bound_attack,
             "attacks": self.attacks,
@@ -261,6 +311,15 @@ class PreparedTask:
         """Accuracy on the evaluation slice of always answering the training slice's most common label:
         a setting at or near it has not learnt the task, whatever its leakage."""
         return majority_accuracy(self.train_labels, self.eval_labels)
+
+
+@dataclass(frozen=True)
+class AttackedUpload:
+    """What a trial's attacks read (the shaken training ids, canaries planted after them) and the
+    plaintext they are scored against."""
+
+    shaken: list[list[int]]
+    plaintext: Plaintext
 
 
 @functools.lru_cache(maxsize=8)
@@ -394,6 +453,11 @@ class TrialRunner:
     @functools.cached_property
     def tokenizer(self) -> Any:
         return load_tokenizer(self.model_name)
+
+    @functools.cached_property
+    def tokens(self) -> list[str]:
+        """Every vocabulary id's token string (substitution's classes of tokens read them)."""
+        return vocabulary_tokens(self.tokenizer, self.public.vocab_size)
 
     def pretrained(self) -> nn.Module:
         """A fresh copy of the pretrained model: a classifier, or the causal LM of a language-model task."""
@@ -565,9 +629,10 @@ class TrialRunner:
             seed_bytes = trial_key_seed(key_seed)
             key = generate_key(
                 settings.shaking, model, self.tokenizer, self.model_name, seed_bytes, self.public.prior
-            )
+            ).with_mechanism(self.public.embedding, self.tokens)
             shaken = shake_model(model, key).to(self.device)  # implanted on the CPU, then moved
             shaken_train = encode_token_ids(key, data.train_ids, key.occurrence_stream("train"))
+            upload = self._attacked_upload(key, shaken_train, tuning_seed)
         seconds["shaking"] = watch.time
 
         reused = known_leakage is not None and "shaken" in known_leakage.stages
@@ -575,7 +640,7 @@ class TrialRunner:
             leakage = StagedLeakage({"shaken": known_leakage.stages["shaken"]})
         else:
             with Stopwatch() as watch:
-                leakage = StagedLeakage({"shaken": self._attack(shaken, shaken_train, key, report)})
+                leakage = StagedLeakage({"shaken": self._attack(shaken, upload, key, report)})
             seconds["attacks"] = watch.time
 
         def finish(**measured: Any) -> TrialResult:
@@ -598,7 +663,7 @@ class TrialRunner:
                 if reused and "recovered" in known_leakage.stages:
                     recovered_stage = known_leakage.stages["recovered"]
                 else:
-                    recovered_stage = self._attack(shaken, shaken_train, key, report, trained_body=True)
+                    recovered_stage = self._attack(shaken, upload, key, report, trained_body=True)
                 stages = dict(leakage.stages, recovered=recovered_stage)
                 leakage = StagedLeakage(stages)
             seconds["attacks_recovered"] = watch.time
@@ -616,7 +681,7 @@ class TrialRunner:
 
         if self.fidelity.attack_tuned:
             with Stopwatch() as watch:
-                tuned = self._attack(shaken, shaken_train, key, report, trained_body=True)
+                tuned = self._attack(shaken, upload, key, report, trained_body=True)
                 stages = dict(leakage.stages, tuned=tuned)
             leakage = StagedLeakage(stages)
             seconds["attacks_tuned"] = watch.time
@@ -625,7 +690,7 @@ class TrialRunner:
         with Stopwatch() as watch:
             private = self._evaluate(shaken, key)
         seconds["inference"] = watch.time
-        if self.fidelity.check_recovered:
+        if self.fidelity.check_recovered or key.substitutes:  # substitution: both ways of using it
             with Stopwatch() as watch:
                 recovered["recovered_accuracy"] = self._recovered_accuracy(shaken, key)
             seconds["recovered_inference"] = watch.time
@@ -693,21 +758,47 @@ class TrialRunner:
             shaken, key, self.model_name, self.tokenizer, public, budget, seed, advance, self.device
         )
 
+    def canaries(self, seed: int) -> Canaries:
+        """The canaries planted in the attacked copy of the upload (the same for a study's every setting)."""
+        return plant(self.tokenizer, seed, self.fidelity.max_length)
+
+    def _attacked_upload(self, key: ShakeKey, shaken_train: list[list[int]], seed: int) -> AttackedUpload:
+        """The training upload with canaries planted after it (encoded with the same key), and the
+        plaintext both came from: what the attacks read and are scored against. Tuning never sees them."""
+        canaries = self.canaries(seed)
+        shaken_canaries = encode_token_ids(key, canaries.token_ids, key.occurrence_stream("canaries"))
+        train = self.data.train_ids
+        return AttackedUpload(
+            shaken_train + shaken_canaries,
+            Plaintext(
+                train + canaries.token_ids,
+                [[False] * len(s) for s in train] + [[True] * len(s) for s in canaries.token_ids],
+                [[False] * len(s) for s in train] + canaries.secret,
+            ),
+        )
+
     def _attack(
         self,
         shaken: nn.Module,
-        shaken_train: list[list[int]],
+        upload: AttackedUpload,
         key: ShakeKey,
         report: Progress,
         trained_body: bool = False,
     ) -> StageLeakage:
         """Both leakage figures of one stage; ``trained_body``: the cloud also holds a body trained on
         shaken ids (after recovery training or tuning), which function matching runs."""
-        total = attack_count(key.shaken_vocab_size, self.public, trained_body)
+        total = attack_count(key.shaken_vocab_size, self.public, trained_body, substituted=key.substitutes)
         advance = _counter("attacks", total, report)
         with torch.no_grad():
             return measure_leakage(
-                shaken, shaken_train, self.public, key, lambda name: advance(1), trained_body, self.device
+                shaken,
+                upload.shaken,
+                self.public,
+                key,
+                lambda name: advance(1),
+                trained_body,
+                self.device,
+                upload.plaintext,
             )
 
     def _result(

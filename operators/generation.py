@@ -56,9 +56,12 @@ def private_generate(
     """
     check_copy_mass(copy_mass)
     key.check_architecture(model, key.shaken_vocab_size)
+    # a key that substitutes substitutes the prompt as an upload; the generated tokens go back as they
+    # are (the cloud produced them, so they tell it nothing new)
+    prompt = key.substitute([list(prompt_ids)])[0] if len(prompt_ids) else list(prompt_ids)
     return greedy_generate(
         model,
-        prompt_ids,
+        prompt,
         max_new_tokens,
         encode=lambda ids: key.encode(ids, source),
         decode=lambda logits: key.horizontal.decode_logits(logits, copy_mass=copy_mass),

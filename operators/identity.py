@@ -49,6 +49,13 @@ def vocabulary_sha256(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()
 
 
+def vocabulary_tokens(tokenizer: Any, size: int) -> list[str]:
+    """The token string of every id below ``size`` ("" for ids the tokenizer does not know)."""
+    known = min(size, len(tokenizer))
+    tokens = [str(t) if t is not None else "" for t in tokenizer.convert_ids_to_tokens(list(range(known)))]
+    return tokens + [""] * (size - known)
+
+
 def special_token_ids(tokenizer: Any, vocab_size: int) -> tuple[int, ...]:
     """Ids the permutation keeps fixed: the tokenizer's special tokens."""
     return tuple(sorted({int(i) for i in tokenizer.all_special_ids if 0 <= int(i) < vocab_size}))

@@ -9,19 +9,30 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 import torch
 from torch import nn
 
-from operators.errors import KeyMismatchError, SettingsError
+from operators.errors import KeyMismatchError, SettingsError, ShaketuneError
 from operators.homophonic import Homophones, copy_counts, dense_copies, make_homophones, sparse_copies
 from operators.horizontal import Permutation, make_permutation
 from operators.identity import ModelIdentity, input_embedding, tensor_sha256, vocabulary_sha256
 from operators.randomness import KeyStream
-from operators.settings import ShakeSettings
+from operators.settings import ShakeSettings, SubstituteSettings
+from operators.substitution import (
+    Mechanism,
+    keyed_uniforms,
+    make_groups,
+    substitutable_ids,
+    substitute_padded,
+    substitute_sequences,
+    token_classes,
+)
 from operators.vertical import VerticalChain, build_chain
 
 SEED_BYTES = 32
@@ -36,13 +47,20 @@ class ShakeKey:
     model: ModelIdentity
     seed: bytes = field(repr=False)
     copies: tuple[tuple[int, int], ...] = ()  # (plaintext id, copies) where > 1: homophonic keys only
+    kept: tuple[int, ...] = ()  # substitution's keep_top most frequent public ids (they pass unchanged)
+    # the public substitution mechanism, attached with :meth:`with_mechanism` (needs the public rows)
+    mechanism: Mechanism | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, bytes) or len(self.seed) != SEED_BYTES:
             raise ValueError(f"seed must be {SEED_BYTES} bytes")
         if bool(self.copies) != self.settings.homophones.enabled:
             raise ValueError("a copy table goes with homophone settings, and only with them")
+        substitute = self.settings.substitute
+        if bool(self.kept) != (substitute.enabled and substitute.keep_top > 0):
+            raise ValueError("kept ids go with substitution settings that keep the top tokens, and only then")
         object.__setattr__(self, "copies", tuple((int(i), int(k)) for i, k in self.copies))
+        object.__setattr__(self, "kept", tuple(sorted(int(i) for i in self.kept)))
 
     @cached_property
     def fingerprint(self) -> str:
@@ -54,6 +72,8 @@ class ShakeKey:
         h.update(self.model.vocab_sha256.encode())
         if self.copies:  # 1:1 keys keep the fingerprint they had before homophones existed
             h.update(b"copies" + repr(self.copies).encode())
+        if self.kept:
+            h.update(b"kept" + repr(self.kept).encode())
         return h.hexdigest()[:16]
 
     def _stream(self, label: str) -> KeyStream:
@@ -95,6 +115,63 @@ class ShakeKey:
         """Plaintext ids to shaken ids; a homophonic key picks each occurrence's copy from ``source``
         (None: the OS CSPRNG, a fresh choice every time)."""
         return self.horizontal.encode(ids, source)
+
+    @property
+    def substitutes(self) -> bool:
+        """Whether occurrences are substituted before the permutation."""
+        return self.settings.substitute.enabled
+
+    def with_mechanism(self, embedding: torch.Tensor, tokens: Sequence[str]) -> ShakeKey:
+        """This key with its substitution mechanism attached, built from the public pretrained input
+        embedding (checked against the key) and the vocabulary's token strings; a key that substitutes
+        nothing is returned as it is."""
+        if not self.substitutes or self.mechanism is not None:
+            return self
+        if tensor_sha256(embedding) != self.model.embedding_sha256:
+            raise KeyMismatchError(
+                f"substitution needs the pretrained embedding of {self.model.name!r}; this one differs"
+            )
+        if len(tokens) != self.model.vocab_size:
+            raise KeyMismatchError(f"{len(tokens)} token strings for a vocabulary of {self.model.vocab_size}")
+        mechanism = build_mechanism(
+            self.settings.substitute,
+            embedding,
+            tokens,
+            self.model.special_ids,
+            self.kept,
+            self.model.embedding_sha256,
+        )
+        return replace(self, mechanism=mechanism)
+
+    def _mechanism(self) -> Mechanism:
+        if self.mechanism is None:
+            raise ShaketuneError(
+                "this key substitutes tokens, which needs the pretrained model's embedding: attach it with "
+                "ShakeKey.with_mechanism before encoding"
+            )
+        return self.mechanism
+
+    @cached_property
+    def _prf_key(self) -> bytes:
+        """The key of the per-occurrence draws (BLAKE2b takes at most 64 bytes)."""
+        return self._stream("substitute").random_bytes(32)
+
+    def _draws(self, windows: Any) -> torch.Tensor:
+        return keyed_uniforms(windows, self._prf_key)
+
+    def substitute(self, sequences: Sequence[Sequence[int]]) -> list[list[int]]:
+        """Plaintext id sequences with every substitutable occurrence drawn from its group (the same text
+        always gives the same result); unchanged copies when the key substitutes nothing."""
+        if not self.substitutes:
+            return [list(seq) for seq in sequences]
+        return substitute_sequences(self._mechanism(), sequences, self._draws)
+
+    def substitute_batch(self, ids: torch.Tensor, lengths: Sequence[int] | None = None) -> torch.Tensor:
+        """The same for a padded batch (rows of ``lengths`` real ids; default: whole rows)."""
+        if not self.substitutes:
+            return ids
+        lengths = [ids.shape[1]] * ids.shape[0] if lengths is None else lengths
+        return substitute_padded(self._mechanism(), ids.cpu(), lengths, self._draws).to(ids.device)
 
     def occurrence_stream(self, label: str) -> KeyStream:
         """A reproducible stream of copy choices (for measurements that must repeat exactly)."""
@@ -181,6 +258,66 @@ def set_marker(model: nn.Module, state: str, key: ShakeKey) -> None:
         setattr(config, CONFIG_MARKER, {"state": state, "key_fingerprint": key.fingerprint})
 
 
+_BUILT: OrderedDict[tuple, Any] = OrderedDict()  # mechanisms and groups built lately, by what they depend on
+_BUILT_KEPT = 8
+
+
+def _remembered(cache_key: tuple | None, build: Any) -> Any:
+    """``build()``, kept per process for the last few keys (None: not kept)."""
+    if cache_key is None:
+        return build()
+    if cache_key not in _BUILT:
+        _BUILT[cache_key] = build()
+        while len(_BUILT) > _BUILT_KEPT:
+            _BUILT.popitem(last=False)
+    _BUILT.move_to_end(cache_key)
+    return _BUILT[cache_key]
+
+
+def build_mechanism(
+    settings: SubstituteSettings,
+    embedding: torch.Tensor,
+    tokens: Sequence[str],
+    special_ids: Sequence[int],
+    kept: Sequence[int],
+    embedding_sha256: str = "",
+) -> Mechanism:
+    """The public substitution mechanism for these settings, rows and kept ids. With the embedding's hash,
+    mechanisms (their normalisers take seconds) and groups (clusters take seconds, and do not depend on
+    epsilon) are kept per process for the last few settings."""
+    rows = embedding.detach().to("cpu", torch.float32)
+    shape = replace(settings, epsilon=1.0)  # what the groups depend on
+
+    def groups() -> Any:
+        classes = token_classes(tokens)
+        return make_groups(settings, rows, classes, substitutable_ids(settings, classes, special_ids, kept))
+
+    known = embedding_sha256 or None
+    return _remembered(
+        known and ("mechanism", known, settings, tuple(kept)),
+        lambda: Mechanism(
+            settings, rows, _remembered(known and ("groups", known, shape, tuple(kept)), groups)
+        ),
+    )
+
+
+def kept_ids(prior: torch.Tensor, special_ids: Sequence[int], keep_top: int) -> tuple[int, ...]:
+    """The ``keep_top`` most frequent ids of public counts ``prior`` (special tokens and ids the public
+    text never holds are not counted)."""
+    counts = torch.as_tensor(prior, dtype=torch.float64).clone()
+    counts[list(special_ids)] = 0
+    order = torch.argsort(-counts, stable=True)[:keep_top]
+    return tuple(sorted(int(i) for i in order if counts[i] > 0))
+
+
+def _check_prior(prior: torch.Tensor | None, vocab_size: int, needs: str) -> torch.Tensor:
+    if prior is None or float(prior.sum()) == 0:
+        raise SettingsError(f"{needs} need public text (its token frequencies)")
+    if len(prior) != vocab_size:
+        raise SettingsError(f"prior has {len(prior)} entries; the vocabulary {vocab_size}")
+    return prior
+
+
 def generate_key(
     settings: ShakeSettings,
     model: nn.Module,
@@ -191,15 +328,20 @@ def generate_key(
 ) -> ShakeKey:
     """A new key for ``model`` from a cryptographically secure seed (``seed`` only for tests).
 
-    Homophone settings need ``prior``, public token counts per plaintext id, to size each token's copies.
+    Homophone settings need ``prior``, public token counts per plaintext id, to size each token's copies;
+    substitution that keeps the most frequent tokens needs it to know which they are.
     """
     identity = ModelIdentity.of(model, tokenizer, name)
     copies: tuple[tuple[int, int], ...] = ()
+    kept: tuple[int, ...] = ()
+    substitute = settings.substitute
+    if substitute.enabled and substitute.keep_top > 0:
+        public = _check_prior(prior, identity.vocab_size, "substitution settings with keep_top")
+        kept = kept_ids(public, identity.special_ids, substitute.keep_top)
+        if not kept:
+            raise SettingsError("the public text holds no token to keep; set keep_top to 0")
     if settings.homophones.enabled:
-        if prior is None or float(prior.sum()) == 0:
-            raise SettingsError("homophone settings need public text to size each token's copies")
-        if len(prior) != identity.vocab_size:
-            raise SettingsError(f"prior has {len(prior)} entries; the vocabulary {identity.vocab_size}")
+        prior = _check_prior(prior, identity.vocab_size, "homophone settings")
         counts = copy_counts(prior, identity.special_ids, settings.homophones.max_share)
         copies = sparse_copies(counts)
         if not copies:  # nothing is frequent enough to split: the map stays 1:1
@@ -208,4 +350,4 @@ def generate_key(
                 f"{settings.homophones.max_share}; lower it or drop homophones"
             )
     seed = secrets.token_bytes(SEED_BYTES) if seed is None else seed
-    return ShakeKey(settings, identity, seed, copies)
+    return ShakeKey(settings, identity, seed, copies, kept)

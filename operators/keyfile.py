@@ -20,8 +20,8 @@ from operators.key import SEED_BYTES, ShakeKey
 from operators.settings import ShakeSettings
 
 KEY_FORMAT = "shaketune-key"
-KEY_VERSION = 2  # 2 added the copy table of homophonic keys; version 1 files still load
-READABLE_VERSIONS = (1, 2)
+KEY_VERSION = 3  # 2 added the copy table of homophonic keys, 3 substitution's kept ids; older files load
+READABLE_VERSIONS = (1, 2, 3)
 MAX_KEY_FILE_BYTES = 1 << 20
 
 
@@ -41,6 +41,7 @@ def key_to_dict(key: ShakeKey) -> dict[str, Any]:
         "model": key.model.to_dict(),
         "seed": key.seed.hex(),
         "copies": [list(pair) for pair in key.copies],
+        "kept": list(key.kept),
     }
     return {**body, "checksum": _checksum(body)}
 
@@ -113,10 +114,13 @@ def key_from_dict(data: Any, source: str = "key") -> ShakeKey:
         isinstance(pair, list) and len(pair) == 2 and all(type(x) is int for x in pair) for pair in copies
     ):
         raise KeyFileError(f"{source} has a malformed copy table")
+    kept = data.get("kept", [])
+    if not isinstance(kept, list) or not all(type(i) is int and 0 <= i < model.vocab_size for i in kept):
+        raise KeyFileError(f"{source} has a malformed list of kept ids")
     try:
-        key = ShakeKey(settings, model, seed, tuple(tuple(pair) for pair in copies))
+        key = ShakeKey(settings, model, seed, tuple(tuple(pair) for pair in copies), tuple(kept))
     except ValueError:
-        raise KeyFileError(f"{source} has a copy table that does not match its settings") from None
+        raise KeyFileError(f"{source} has a copy table or kept ids that do not match its settings") from None
     if data.get("fingerprint") != key.fingerprint:
         raise KeyFileError(f"{source} fingerprint does not match its content")
     return key

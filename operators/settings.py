@@ -9,7 +9,10 @@ A settings file is JSON::
 ``coverage`` is the share of the (non-special) vocabulary the secret permutation moves: the horizontal
 part of the horizontal/vertical mix. ``vertical`` is the operator chain, applied in order. An optional
 ``"homophones": {"max_share": 0.002, "copy_noise": 1.0}`` makes the horizontal map homophonic (see
-:mod:`operators.homophonic`); without it the map is a 1:1 permutation.
+:mod:`operators.homophonic`); without it the map is a 1:1 permutation. An optional
+``"substitute": {"epsilon": 4, "candidates": "vocabulary", "keep_top": 300, "classes": ["numbers"]}``
+replaces each occurrence of a token, before the permutation, by one drawn from its candidate group (see
+:mod:`operators.substitution`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ SETTINGS_VERSION = 1
 MAX_CHAIN_LENGTH = 8
 MIN_MAX_SHARE = 1e-4  # below this the embedding would grow by more than ~10,000 rows
 MAX_COPY_NOISE = 10.0
+CANDIDATES = ("vocabulary", "clusters")  # substitution's candidate groups (operators/substitution.py)
+SUBSTITUTED_CLASSES = ("numbers", "pieces")  # substituted whatever their frequency
+MAX_EPSILON = 1e6  # far beyond any useful privacy; large values make substitution the identity
+MAX_CLUSTER = 5000
+MAX_KEEP_TOP = 100_000
 
 
 def _number(value: Any, what: str) -> float:
@@ -118,6 +126,86 @@ class HomophoneSettings:
         return cls(data.get("max_share", 1.0), data.get("copy_noise", 0.0))
 
 
+def _integer(value: Any, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingsError(f"{what} must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise SettingsError(f"{what} must be in [{low}, {high}], got {value}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class SubstituteSettings:
+    """Per-occurrence substitution before the permutation (:mod:`operators.substitution`): ``epsilon``
+    per occurrence among the members of a candidate group (infinite: off); ``candidates`` ``vocabulary``
+    (one group per kind of token, SanText) or ``clusters`` (disjoint clusters of ``k`` nearest tokens,
+    CusText); ``keep_top`` the most frequent public tokens pass unchanged (0: none), except those of the
+    ``classes`` substituted whatever their frequency (``numbers``: any token holding a digit; ``pieces``:
+    word continuations)."""
+
+    epsilon: float = math.inf
+    candidates: str = "vocabulary"
+    k: int = 20
+    keep_top: int = 0
+    classes: tuple[str, ...] = ("numbers",)
+
+    def __post_init__(self) -> None:
+        if self.epsilon != math.inf:
+            epsilon = _number(self.epsilon, "substitute epsilon")
+            if not 0.0 < epsilon <= MAX_EPSILON:
+                raise SettingsError(f"substitute epsilon must be in (0, {MAX_EPSILON:g}], got {epsilon}")
+            object.__setattr__(self, "epsilon", epsilon)
+        if self.candidates not in CANDIDATES:
+            raise SettingsError(
+                f"substitute candidates must be one of {', '.join(CANDIDATES)}, got {self.candidates!r}"
+            )
+        _integer(self.k, "substitute k (tokens per cluster)", 2, MAX_CLUSTER)
+        _integer(self.keep_top, "substitute keep_top", 0, MAX_KEEP_TOP)
+        if isinstance(self.classes, str) or not all(isinstance(c, str) for c in self.classes):
+            raise SettingsError("substitute classes must be a list of names")
+        unknown = sorted(set(self.classes) - set(SUBSTITUTED_CLASSES))
+        if unknown:
+            raise SettingsError(
+                f"unknown substitute class(es) {', '.join(unknown)}; "
+                f"choose from {', '.join(SUBSTITUTED_CLASSES)}"
+            )
+        object.__setattr__(self, "classes", tuple(c for c in SUBSTITUTED_CLASSES if c in self.classes))
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon != math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"epsilon": self.epsilon, "candidates": self.candidates}
+        if self.candidates == "clusters":
+            data["k"] = self.k
+        return {**data, "keep_top": self.keep_top, "classes": list(self.classes)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SubstituteSettings:
+        if not isinstance(data, dict):
+            raise SettingsError("substitute must be an object with epsilon, candidates, keep_top, classes")
+        _reject_unknown(data, {"epsilon", "candidates", "k", "keep_top", "classes"}, "substitute")
+        if "epsilon" not in data:
+            raise SettingsError("substitute needs 'epsilon' (leave the section out to substitute nothing)")
+        classes = data.get("classes", ["numbers"])
+        if not isinstance(classes, list):
+            raise SettingsError("substitute classes must be a list of names")
+        return cls(
+            data["epsilon"],
+            data.get("candidates", "vocabulary"),
+            data.get("k", 20),
+            data.get("keep_top", 0),
+            tuple(classes),
+        )
+
+    def describe(self) -> str:
+        where = f"clusters of {self.k}" if self.candidates == "clusters" else "the vocabulary"
+        kept = f", top {self.keep_top:,} kept" if self.keep_top else ""
+        classes = f" ({'+'.join(self.classes)} always)" if self.keep_top and self.classes else ""
+        return f"substitute eps {self.epsilon:g} in {where}{kept}{classes}"
+
+
 @dataclass(frozen=True)
 class ShakeSettings:
     """Horizontal coverage and flattening plus the vertical chain; everything a key is generated from."""
@@ -125,6 +213,7 @@ class ShakeSettings:
     coverage: float = 1.0
     vertical: tuple[OperatorSettings, ...] = field(default_factory=tuple)
     homophones: HomophoneSettings = field(default_factory=HomophoneSettings)
+    substitute: SubstituteSettings = field(default_factory=SubstituteSettings)
 
     def __post_init__(self) -> None:
         coverage = _number(self.coverage, "coverage")
@@ -137,18 +226,22 @@ class ShakeSettings:
             raise SettingsError("vertical must hold OperatorSettings")
         if not isinstance(self.homophones, HomophoneSettings):
             raise SettingsError("homophones must be HomophoneSettings")
+        if not isinstance(self.substitute, SubstituteSettings):
+            raise SettingsError("substitute must be SubstituteSettings")
         object.__setattr__(self, "coverage", coverage)
         object.__setattr__(self, "vertical", vertical)
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings-file form; ``homophones`` only when on, so 1:1 settings (and the fingerprints and
-        seeds derived from them) keep the form they had before homophones existed."""
+        """The settings-file form; ``homophones`` and ``substitute`` only when on, so settings without
+        them (and the fingerprints and seeds derived from them) keep the form they had before."""
         homophones = {"homophones": self.homophones.to_dict()} if self.homophones.enabled else {}
+        substitute = {"substitute": self.substitute.to_dict()} if self.substitute.enabled else {}
         return {
             "version": SETTINGS_VERSION,
             "coverage": self.coverage,
             "vertical": [op.to_dict() for op in self.vertical],
             **homophones,
+            **substitute,
         }
 
     def to_json(self) -> str:
@@ -158,7 +251,7 @@ class ShakeSettings:
     def from_dict(cls, data: Any) -> ShakeSettings:
         if not isinstance(data, dict):
             raise SettingsError("settings must be a JSON object")
-        _reject_unknown(data, {"version", "coverage", "vertical", "homophones"}, "settings")
+        _reject_unknown(data, {"version", "coverage", "vertical", "homophones", "substitute"}, "settings")
         version = data.get("version", SETTINGS_VERSION)
         if version != SETTINGS_VERSION:
             raise SettingsError(
@@ -170,7 +263,8 @@ class ShakeSettings:
             raise SettingsError("vertical must be a list of operators")
         ops = tuple(OperatorSettings.from_dict(item, f"vertical[{i}]") for i, item in enumerate(vertical))
         homophones = HomophoneSettings.from_dict(data.get("homophones", {}))
-        return cls(data.get("coverage", 1.0), ops, homophones)
+        substitute = SubstituteSettings.from_dict(data["substitute"]) if "substitute" in data else None
+        return cls(data.get("coverage", 1.0), ops, homophones, substitute or SubstituteSettings())
 
     @classmethod
     def from_json(cls, text: str) -> ShakeSettings:
@@ -204,6 +298,8 @@ class ShakeSettings:
         if self.homophones.enabled:
             h = self.homophones
             text += f" | homophones max {h.max_share:.2%}, copy noise {h.copy_noise:.2f}"
+        if self.substitute.enabled:
+            text += f" | {self.substitute.describe()}"
         return text
 
 

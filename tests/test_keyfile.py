@@ -76,7 +76,7 @@ def bad_key_cases():
             lambda p: rewrite(p, lambda d: d.update(fingerprint="0" * 16), True),
             "fingerprint",
         ),
-        ("future version", lambda p: rewrite(p, lambda d: d.update(version=3), True), "format version 3"),
+        ("future version", lambda p: rewrite(p, lambda d: d.update(version=4), True), "format version 4"),
         ("other json", lambda p: p.write_text('{"hello": "world"}'), "not a shaketune key file"),
         ("binary junk", lambda p: p.write_bytes(os.urandom(64)), "truncated or corrupted"),
         ("empty", lambda p: p.write_bytes(b""), "truncated or corrupted"),

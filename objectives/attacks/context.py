@@ -28,10 +28,12 @@ class Space:
 
 @dataclass(frozen=True)
 class Guess:
-    """An attack's answer: a plaintext id per shaken id (-1 where it has none), and how it got there."""
+    """An attack's answer: a plaintext id per shaken id (-1 where it has none), and how it got there; an
+    attack that decodes text answers per occurrence of the upload's stream instead (``occurrences``)."""
 
     ids: torch.Tensor
     note: str = ""
+    occurrences: torch.Tensor | None = None
 
 
 def centred(matrix: torch.Tensor) -> torch.Tensor:

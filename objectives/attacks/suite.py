@@ -12,11 +12,13 @@ import torch
 from objectives.attacks.alignment import AlignmentAttack
 from objectives.attacks.context import AttackContext, Guess
 from objectives.attacks.decipherment import ContextAttack
+from objectives.attacks.decoding import DecodingAttack
 from objectives.attacks.frequency import FrequencyAttack
 from objectives.attacks.function import FunctionAttack
 from objectives.attacks.grouping import GroupedAttack
 from objectives.attacks.nearest import NearestNeighbourAttack, PosteriorAttack
 from objectives.attacks.relational import RelationalAttack
+from objectives.attacks.scoring import SUBSETS, Occurrences, Recovery
 from objectives.attacks.view import CloudView, GroundTruth, PublicKnowledge
 from objectives.device import CPU
 
@@ -46,13 +48,25 @@ def default_attacks(
     return base + function + (_grouped(base[len(text) :], text) if homophonic else [])
 
 
-def informed_attacks(public_text: bool = True, homophonic: bool = False) -> list[Attack]:
+def informed_attacks(
+    public_text: bool = True, homophonic: bool = False, substituted: bool = False
+) -> list[Attack]:
     """The attacks run on the informed view (the key's invertible operators undone): every attack that
     reads rows. Attacks that estimate the map are pointless there, and the text attacks read no rows, so
-    their figures are the suite's."""
+    their figures are the suite's. A key that substitutes adds the decoding of its substituted text,
+    which needs public text."""
     text = [FrequencyAttack(), ContextAttack()] if public_text else []
     matching = _matching(public_text)
-    return matching + (_grouped(matching, text) if homophonic else [])
+    return (
+        matching
+        + (_grouped(matching, text) if homophonic else [])
+        + decoding_attacks(public_text, substituted)
+    )
+
+
+def decoding_attacks(public_text: bool, substituted: bool) -> list[Attack]:
+    """The informed attacks on substituted text (none for a key that substitutes nothing)."""
+    return [DecodingAttack()] if public_text and substituted else []
 
 
 def _matching(public_text: bool) -> list[Attack]:
@@ -71,22 +85,30 @@ def suite_for(view: CloudView, public: PublicKnowledge, informed: bool = False) 
     """The default suite (or the informed one) for this view and public knowledge."""
     text, homophonic = bool(public.prior.sum() > 0), view.vocab_size > public.vocab_size
     if informed:
-        return informed_attacks(text, homophonic)
+        return informed_attacks(text, homophonic, view.mechanism is not None)
     return default_attacks(text, homophonic, view.model is not None and public.model is not None)
 
 
 @dataclass(frozen=True)
 class AttackScore:
-    """One attack's recovery rate (share of private token occurrences it maps to the right plaintext)."""
+    """One attack's recovery rates: the share of private token occurrences it maps to the right plaintext
+    (``recovery``), of rare-token occurrences (``rare``) and of planted secrets (``canary``); None where
+    the subset was empty or not scored (reports stored before these subsets existed)."""
 
     recovery: float
     seconds: float
     note: str = ""
+    rare: float | None = None
+    canary: float | None = None
+
+    def on(self, subset: str) -> float | None:
+        """The figure on one of :data:`~objectives.attacks.scoring.SUBSETS`."""
+        return self.recovery if subset == "all" else getattr(self, subset)
 
 
 @dataclass(frozen=True)
 class LeakageReport:
-    """Every attack's figure on one view; leakage is the best of them."""
+    """Every attack's figure on one view; leakage is the best of them, on each subset."""
 
     scores: dict[str, AttackScore]
     occurrences: int
@@ -94,6 +116,15 @@ class LeakageReport:
     @property
     def leakage(self) -> float:
         return max((s.recovery for s in self.scores.values()), default=0.0)
+
+    def figure(self, subset: str = "all") -> float | None:
+        """The best attack's share on ``subset`` (None when no attack scored it)."""
+        values = [v for s in self.scores.values() if (v := s.on(subset)) is not None]
+        return max(values) if values else None
+
+    def strongest_on(self, subset: str = "all") -> str:
+        scored = {name: s.on(subset) for name, s in self.scores.items() if s.on(subset) is not None}
+        return max(scored, key=scored.get) if scored else ""
 
     @property
     def strongest(self) -> str:
@@ -106,6 +137,8 @@ class LeakageReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "leakage": self.leakage,
+            "leakage_rare": self.figure("rare"),
+            "canary_recovery": self.figure("canary"),
             "strongest": self.strongest,
             "occurrences": self.occurrences,
             "attacks": {name: vars(score) for name, score in self.scores.items()},
@@ -130,14 +163,38 @@ def run_attacks(
     """Run ``attacks`` (default: the whole suite, or the informed one) and score them with the truth;
     their large matrix products run on ``device``."""
     context = AttackContext(view, public, device)
+    occurrences = truth.occurrences
+    if occurrences is None:  # scored per shaken id, as the key alone allows
+        occurrences = occurrences_of(view, truth, public)
     scores = {}
     for attack in attacks or suite_for(view, public, informed):
         started = time.perf_counter()
         guess = attack.guess(context)
         seconds = time.perf_counter() - started
-        scores[attack.name] = AttackScore(truth.recovery(guess.ids, context.counts), seconds, guess.note)
+        scores[attack.name] = score_of(guess, occurrences, seconds)
         if advance:
             advance(attack.name)
-    occurrences = context.counts.clone()
-    occurrences[truth.special] = 0
-    return LeakageReport(scores, int(occurrences.sum()))
+    return LeakageReport(scores, int(occurrences.private.sum()))
+
+
+def occurrences_of(view: CloudView, truth: GroundTruth, public: PublicKnowledge) -> Occurrences:
+    """The occurrences of an upload whose plaintext the key alone gives (no substitution, no canaries)."""
+    original = [
+        truth.plain_of_shaken[torch.as_tensor(seq, dtype=torch.long)].tolist() for seq in view.token_ids
+    ]
+    return Occurrences.of(view.token_ids, original, public.special_ids, public.frequent())
+
+
+def score_of(guess: Guess, occurrences: Occurrences, seconds: float) -> AttackScore:
+    """An attack's figures on every subset."""
+    if guess.occurrences is not None:
+        recovery = occurrences.score(guess.occurrences)
+    else:
+        recovery = occurrences.score_ids(guess.ids)
+    return AttackScore(recovery.all, seconds, guess.note, recovery.rare, recovery.canary)
+
+
+def best_of(report: LeakageReport) -> Recovery:
+    """The best attack's figure on each subset."""
+    figures = {subset: report.figure(subset) for subset in SUBSETS}
+    return Recovery(figures["all"] or 0.0, figures["rare"], figures["canary"])

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from objectives.attacks.scoring import frequent_ids
+
 
 def token_counts(token_ids: Sequence[Sequence[int]], size: int) -> torch.Tensor:
     """Occurrences of each id in ``token_ids`` (float64, length ``size``)."""
@@ -32,6 +34,9 @@ class CloudView:
     token_ids: Sequence[Sequence[int]]
     merged: bool = False  # an attacker's view with homophone copies merged into groups
     model: Any = field(default=None, compare=False, repr=False)  # the trained body, where it differs
+    # the informed attacker's substitution mechanism (operators.substitution.Mechanism), for a key that
+    # substitutes: everything but the key's draws
+    mechanism: Any = field(default=None, compare=False, repr=False)
 
     @property
     def vocab_size(self) -> int:
@@ -52,6 +57,7 @@ class PublicKnowledge:
     bigrams: tuple[torch.Tensor, torch.Tensor] | None = None  # bigram_counts of the same public text
     model: Any = field(default=None, compare=False, repr=False)  # the public pretrained model
     output_embedding: torch.Tensor | None = field(default=None, compare=False, repr=False)  # untied head
+    token_ids: Sequence[Sequence[int]] | None = field(default=None, compare=False, repr=False)  # the text
     _derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def derived(self, name: str, compute: Callable[[], Any]) -> Any:
@@ -76,6 +82,11 @@ class PublicKnowledge:
             lambda: PublicKnowledge(self.output_embedding, self.prior, self.special_ids, self.bigrams),
         )
 
+    def frequent(self) -> torch.Tensor:
+        """Bool per plaintext id: among the most frequent public tokens (the complement is "rare";
+        objectives/attacks/scoring.py)."""
+        return self.derived("frequent", lambda: frequent_ids(self.prior, self.special_ids))
+
     def candidates(self) -> torch.Tensor:
         """Plaintext ids an attack may answer with: all but the special tokens."""
         keep = torch.ones(self.vocab_size, dtype=torch.bool)
@@ -85,10 +96,12 @@ class PublicKnowledge:
 
 @dataclass(frozen=True)
 class GroundTruth:
-    """The key's answer for every shaken id; used to score attacks, never shown to them."""
+    """The key's answer for every shaken id, and the plaintext of every occurrence of the attacked stream
+    (objectives/attacks/scoring.py); used to score attacks, never shown to them."""
 
     plain_of_shaken: torch.Tensor  # plaintext id of each shaken id
     special: torch.Tensor  # bool per shaken id: a special token (not scored)
+    occurrences: Any = field(default=None, compare=False, repr=False)  # scoring.Occurrences
 
     def recovery(self, guess: torch.Tensor, counts: torch.Tensor) -> float:
         """Share of private (non-special) token occurrences whose plaintext id ``guess`` recovers."""

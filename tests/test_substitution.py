@@ -1,0 +1,318 @@
+"""Per-occurrence substitution (operators/substitution.py): what it promises, checked exactly where the
+maths promises it (the identity at infinite epsilon, disjoint groups, reproducible draws, counts kept),
+by measured shares elsewhere."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from objectives.attacks.view import token_counts
+from objectives.encoded import encode_token_ids
+from objectives.evaluation import evaluate_accuracy
+from objectives.models import DEFAULT_MODEL, load_as_saved
+from operators.errors import KeyFileError, SettingsError, ShaketuneError
+from operators.identity import input_embedding, vocabulary_tokens
+from operators.implant import shake_model
+from operators.key import generate_key
+from operators.keyfile import load_key, save_key
+from operators.settings import ShakeSettings, SubstituteSettings
+from operators.substitution import (
+    Mechanism,
+    greedy_clusters,
+    make_groups,
+    occurrence_windows,
+    substitutable_ids,
+    token_classes,
+)
+
+SEED = b"s" * 32
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """The default model's public rows and token strings, SST-2 test sentences, public counts."""
+    model = load_as_saved(DEFAULT_MODEL)
+    return model, input_embedding(model).detach().clone()
+
+
+@pytest.fixture(scope="module")
+def public_prior(sst2, minilm_tokenizer, minilm):
+    from objectives.data import read_texts
+    from objectives.tokens import tokenize
+
+    ids = tokenize(minilm_tokenizer, read_texts(sst2 / "dev.tsv")[1000:], 64)
+    return token_counts(ids, minilm[1].shape[0])
+
+
+def substituting_key(settings, minilm, tokenizer, prior, seed=SEED):
+    model, rows = minilm
+    key = generate_key(ShakeSettings(1.0, (), substitute=settings), model, tokenizer, "m", seed, prior)
+    return key.with_mechanism(rows, vocabulary_tokens(tokenizer, rows.shape[0]))
+
+
+# --- settings -------------------------------------------------------------------------------------------
+
+
+def test_settings_round_trip_and_refuse_what_is_wrong():
+    settings = ShakeSettings(1.0, (), substitute=SubstituteSettings(4.0, "clusters", 10, 300, ("pieces",)))
+    data = json.loads(settings.to_json())
+    assert data["substitute"] == {
+        "epsilon": 4.0,
+        "candidates": "clusters",
+        "k": 10,
+        "keep_top": 300,
+        "classes": ["pieces"],
+    }
+    assert ShakeSettings.from_json(settings.to_json()) == settings
+    assert "substitute" not in ShakeSettings().to_dict()  # off: the form settings had before
+    assert "substitute eps 4 in clusters of 10, top 300 kept (pieces always)" in settings.describe()
+    for bad, message in [
+        ({"epsilon": 0}, "epsilon must be in"),
+        ({"epsilon": -1}, "epsilon must be in"),
+        ({"epsilon": 4, "candidates": "nearby"}, "candidates must be one of"),
+        ({"epsilon": 4, "k": 1}, "k \\(tokens per cluster\\) must be in"),
+        ({"epsilon": 4, "keep_top": 2.5}, "keep_top must be an integer"),
+        ({"epsilon": 4, "classes": ["names"]}, "unknown substitute class"),
+        ({"epsilon": 4, "colour": 1}, "unknown field"),
+        ({"candidates": "vocabulary"}, "needs 'epsilon'"),
+    ]:
+        with pytest.raises(SettingsError, match=message):
+            ShakeSettings.from_dict({"substitute": bad})
+
+
+# --- groups ---------------------------------------------------------------------------------------------
+
+SYNTHETIC = (
+    ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]"]
+    + [f"w{i}" for i in range(300)]
+    + [f"##p{i}" for i in range(120)]
+    + [str(n) for n in range(60)]
+    + [f"##{n}" for n in range(10)]
+)
+
+
+@pytest.mark.parametrize("candidates", ["vocabulary", "clusters"])
+def test_groups_are_disjoint_cover_the_substitutable_ids_and_never_mix_kinds(candidates):
+    torch.manual_seed(0)
+    rows = torch.randn(len(SYNTHETIC), 16)
+    settings = SubstituteSettings(2.0, candidates, 7, 0)
+    classes = token_classes(SYNTHETIC)
+    mask = substitutable_ids(settings, classes, [0, 1, 2, 3, 4], [])
+    groups = make_groups(settings, rows, classes, mask)
+    members = groups.members.tolist()
+    assert len(members) == len(set(members))  # disjoint
+    assert sorted(members) == torch.nonzero(mask).flatten().tolist()  # exactly the substitutable ids
+    assert not mask[:6].any()  # special and bracketed tokens never
+    for g in range(groups.count):
+        kinds = set(classes.kind[groups.members_of(g)].tolist())
+        assert len(kinds) == 1  # a piece stays a piece, a number a number
+        assert len(groups.members_of(g)) >= 2 or candidates == "vocabulary"
+    if candidates == "clusters":
+        assert max(groups.sizes().tolist()) <= 7 + 1  # k, and a last cluster of one joins another
+
+
+def test_a_cluster_holds_a_token_and_its_nearest_unplaced_tokens():
+    rows = torch.tensor([[0.0], [10.0], [0.1], [10.2], [0.3], [10.1]])
+    clusters = [c.tolist() for c in greedy_clusters(rows, 3)]
+    assert clusters == [[0, 2, 4], [1, 3, 5]]
+
+
+def test_token_classes_read_the_markers_of_the_vocabulary():
+    wordpiece = token_classes(["the", "##s", "42", "##7", "[unused1]"])
+    assert wordpiece.continuation.tolist() == [False, True, False, True, False]
+    assert wordpiece.numeric.tolist() == [False, False, True, True, False]
+    assert wordpiece.unproducible.tolist() == [False, False, False, False, True]
+    bpe = token_classes(["\u0120the"] * 5 + ["s", "\u012042", "7", "<0x0A>"])
+    assert bpe.continuation.tolist() == [False] * 5 + [True, False, True, False]
+    assert bpe.numeric.tolist()[-4:] == [False, True, True, False]
+
+
+# --- the mechanism --------------------------------------------------------------------------------------
+
+
+def test_draws_follow_the_exponential_mechanism():
+    torch.manual_seed(1)
+    rows = torch.randn(5, 4)
+    settings = SubstituteSettings(3.0, "vocabulary", 20, 0)
+    groups = make_groups(
+        settings, rows, token_classes([f"w{i}" for i in range(5)]), torch.ones(5, dtype=bool)
+    )
+    mechanism = Mechanism(settings, rows, groups)
+    distance = torch.cdist(rows[:1], rows)[0].double()
+    expected = torch.softmax(-3.0 * distance / (2 * distance.max()), dim=0)
+    uniform = (torch.arange(20000, dtype=torch.float64) + 0.5) / 20000  # a quadrature of (0, 1)
+    drawn = mechanism.sample(torch.zeros(20000, dtype=torch.long), uniform)
+    shares = torch.bincount(drawn, minlength=5).double() / 20000
+    assert torch.allclose(shares, expected, atol=1e-3)
+    x = torch.arange(5)
+    # table[y, x] = log P(y | x), as the attacker computes it
+    table = torch.stack(
+        [mechanism.log_likelihood(torch.full((5,), y), x[None, :].repeat(5, 1))[0] for y in x]
+    )
+    assert torch.allclose(table[:, 0].exp(), expected, atol=1e-6)  # the same distribution as the draws
+    assert torch.allclose(table.exp().sum(dim=0), torch.ones(5, dtype=torch.float64), atol=1e-6)
+    # eps-LDP: any output is at most e^eps more likely from one input than from another
+    assert float((table.max(dim=1).values - table.min(dim=1).values).max()) <= 3.0 + 1e-6
+
+
+def test_windows_key_the_draws_on_the_neighbours_within_the_sentence():
+    flat, windows = occurrence_windows([[5, 6, 7], [8]], width=1)
+    assert flat.tolist() == [5, 6, 7, 8]
+    assert windows.tolist() == [[-1, 5, 6], [5, 6, 7], [6, 7, -1], [-1, 8, -1]]
+
+
+# --- on the real vocabulary -----------------------------------------------------------------------------
+
+
+def test_infinite_epsilon_is_horizontal_shaking_exactly(
+    minilm, minilm_tokenizer, sst2_test_ids, public_prior
+):
+    ids, labels = sst2_test_ids
+    ids, labels = ids[:200], labels[:200]
+    model, _ = minilm
+    plain_key = generate_key(ShakeSettings(1.0, ()), model, minilm_tokenizer, "m", SEED)
+    key = substituting_key(
+        SubstituteSettings(1e6, "vocabulary", 20, 0), minilm, minilm_tokenizer, public_prior
+    )
+    assert encode_token_ids(key, ids) == encode_token_ids(plain_key, ids)
+    from objectives.models import pretrained_classifier
+
+    torch.manual_seed(0)
+    shaken_plain = shake_model(pretrained_classifier(DEFAULT_MODEL, 2), plain_key)
+    torch.manual_seed(0)
+    shaken = shake_model(pretrained_classifier(DEFAULT_MODEL, 2), key)
+    batch = torch.nn.utils.rnn.pad_sequence([torch.tensor(s) for s in ids[:16]], batch_first=True)
+    mask = (batch != 0).long()
+    from operators.inference import private_logits
+
+    with torch.no_grad():
+        a = private_logits(shaken_plain, plain_key, batch, attention_mask=mask)
+        b = private_logits(shaken, key, batch, attention_mask=mask)
+    assert torch.equal(a, b)
+
+
+def test_the_same_text_always_gives_the_same_upload(minilm, minilm_tokenizer, sst2_test_ids, public_prior):
+    ids = sst2_test_ids[0][:300]
+    settings = SubstituteSettings(4.0, "vocabulary", 20, 300)
+    key = substituting_key(settings, minilm, minilm_tokenizer, public_prior)
+    first = encode_token_ids(key, ids)
+    assert encode_token_ids(key, ids) == first  # re-encoding draws nothing new
+    reloaded = substituting_key(settings, minilm, minilm_tokenizer, public_prior)
+    assert encode_token_ids(reloaded, ids) == first
+    other = substituting_key(settings, minilm, minilm_tokenizer, public_prior, seed=b"t" * 32)
+    assert encode_token_ids(other, ids) != first  # another key, other draws
+    # a phrase repeated inside a longer sentence is substituted the same way away from its edges
+    sentence = ids[0]
+    longer = [sentence[0], *minilm_tokenizer.convert_tokens_to_ids(["the", "film"]), *sentence[1:]]
+    a, b = key.substitute([sentence, longer])
+    assert a[3:-3] == b[5:-3]
+    # lengths, special tokens and token counts never change
+    out = key.substitute(ids)
+    specials = set(minilm_tokenizer.all_special_ids)
+    assert [len(s) for s in out] == [len(s) for s in ids]
+    assert all(
+        (x in specials) == (y in specials) and (x not in specials or x == y)
+        for s, t in zip(ids, out, strict=True)
+        for x, y in zip(s, t, strict=True)
+    )
+
+
+def test_pieces_stay_pieces_and_kept_tokens_pass(minilm, minilm_tokenizer, sst2_test_ids, public_prior):
+    ids = sst2_test_ids[0][:400]
+    key = substituting_key(
+        SubstituteSettings(4.0, "vocabulary", 20, 1000), minilm, minilm_tokenizer, public_prior
+    )
+    tokens = vocabulary_tokens(minilm_tokenizer, len(public_prior))
+    kept = set(key.kept)
+    changed = unchanged_kept = 0
+    for before, after in zip(ids, key.substitute(ids), strict=True):
+        for x, y in zip(before, after, strict=True):
+            assert tokens[x].startswith("##") == tokens[y].startswith("##")
+            assert any(c.isdigit() for c in tokens[x]) == any(c.isdigit() for c in tokens[y])
+            if x in kept and not any(c.isdigit() for c in tokens[x]):
+                unchanged_kept += x == y
+                assert x == y
+            elif x != y:
+                changed += 1
+                assert y not in kept or any(c.isdigit() for c in tokens[y])  # never replaced by a kept word
+    assert changed > 1000 and unchanged_kept > 3000
+
+
+def test_numbers_never_pass_in_clear_under_keep_top(minilm, minilm_tokenizer, public_prior):
+    tokens = vocabulary_tokens(minilm_tokenizer, len(public_prior))
+
+    def key_for(classes):
+        settings = SubstituteSettings(4.0, "vocabulary", 20, 3000, classes)
+        return substituting_key(settings, minilm, minilm_tokenizer, public_prior)
+
+    frequent_numbers = [i for i in key_for(()).kept if any(c.isdigit() for c in tokens[i])]
+    assert len(frequent_numbers) >= 10  # the public text's most frequent tokens hold numbers
+    g = torch.Generator().manual_seed(0)
+    cls, sep = minilm_tokenizer.cls_token_id, minilm_tokenizer.sep_token_id
+    ids = [
+        [
+            cls,
+            *(frequent_numbers[int(j)] for j in torch.randint(len(frequent_numbers), (8,), generator=g)),
+            sep,
+        ]
+        for _ in range(200)
+    ]
+
+    def numbers_unchanged(classes):
+        pairs = [
+            (x, y)
+            for s, t in zip(ids, key_for(classes).substitute(ids), strict=True)
+            for x, y in zip(s[1:-1], t[1:-1], strict=True)
+        ]
+        return sum(x == y for x, y in pairs) / len(pairs)
+
+    assert numbers_unchanged(("numbers",)) < 0.02  # drawn among ~2,000 numbers: rarely itself
+    assert numbers_unchanged(()) == 1.0  # without the class, frequent numbers would pass in clear
+
+
+# --- keys -----------------------------------------------------------------------------------------------
+
+
+def test_a_key_keeps_its_kept_ids_in_its_file(minilm, minilm_tokenizer, public_prior, tmp_path):
+    key = substituting_key(
+        SubstituteSettings(4.0, "vocabulary", 20, 300), minilm, minilm_tokenizer, public_prior
+    )
+    assert len(key.kept) == 300
+    loaded = load_key(save_key(key, tmp_path / "k.key"))
+    assert loaded == key and loaded.kept == key.kept and loaded.fingerprint == key.fingerprint
+    with pytest.raises(ShaketuneError, match="needs the pretrained model's embedding"):
+        loaded.substitute([[101, 2000, 102]])
+    data = json.loads((tmp_path / "k.key").read_text())
+    data["kept"] = [10**9]
+    bad = tmp_path / "bad.key"
+    bad.write_text(json.dumps(data))
+    bad.chmod(0o600)
+    with pytest.raises(KeyFileError):
+        load_key(bad)
+
+
+def test_keeping_top_tokens_needs_public_text(minilm, minilm_tokenizer):
+    with pytest.raises(SettingsError, match="keep_top need public text"):
+        generate_key(
+            ShakeSettings(substitute=SubstituteSettings(4.0, keep_top=10)), minilm[0], minilm_tokenizer, "m"
+        )
+    key = generate_key(ShakeSettings(substitute=SubstituteSettings(4.0)), minilm[0], minilm_tokenizer, "m")
+    assert key.kept == () and not math.isinf(key.settings.substitute.epsilon)
+
+
+def test_private_inference_substitutes_queries_as_uploaded(
+    minilm, minilm_tokenizer, sst2_test_ids, public_prior
+):
+    ids, labels = sst2_test_ids
+    key = substituting_key(
+        SubstituteSettings(1.0, "vocabulary", 20, 0), minilm, minilm_tokenizer, public_prior
+    )
+    from objectives.models import pretrained_classifier
+
+    torch.manual_seed(0)
+    shaken = shake_model(pretrained_classifier(DEFAULT_MODEL, 2), key)
+    first = evaluate_accuracy(shaken, ids[:64], labels[:64], 0, key=key)
+    again = evaluate_accuracy(shaken, ids[:64], labels[:64], 0, key=key, batch_size=7)  # other padding
+    assert first == again
