@@ -14,6 +14,10 @@ from objectives.trial import TrialSettings
 from operators.atomic import directory_atomic
 
 MEASURE_NAMES = {"bound": "informed-adversary bound", "attacks": "best attack run (a lower bound)"}
+OBJECTIVE_NAMES = {
+    "sensitive": "the worse of rare tokens and planted secrets",
+    "all": "every private token",
+}
 PAIRS = [(0, 2), (0, 1), (2, 1)]  # accuracy-leakage, accuracy-cost, leakage-cost
 HEIGHT_2D, HEIGHT_3D = 520, 760  # the 3-D scene needs room below its axes
 
@@ -77,6 +81,9 @@ def _table(study: optuna.Study, caps: Caps) -> str:
                     trial.number,
                     f"{accuracy:.4f}",
                     f"{attrs.get('accuracy_gap', 0):+.4f}",
+                    _share(figures.rare),
+                    _share(figures.canary),
+                    _share(figures.unchanged),
                     "not measured" if figures.bound is None else f"{figures.bound:.4f}",
                     figures.strongest_bound,
                     f"{figures.attacks:.4f}",
@@ -94,7 +101,10 @@ def _table(study: optuna.Study, caps: Caps) -> str:
             "trial",
             "accuracy",
             "gap",
-            "leakage bound",
+            "bound on rare tokens",
+            "planted secrets",
+            "uploaded unchanged",
+            "leakage bound (all tokens)",
             "set by",
             "best attack run",
             "attack",
@@ -104,6 +114,10 @@ def _table(study: optuna.Study, caps: Caps) -> str:
         )
     )
     return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _share(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.4f}"
 
 
 def write_report(study: optuna.Study, out: str | Path) -> Path:
@@ -117,17 +131,22 @@ def write_report(study: optuna.Study, out: str | Path) -> Path:
         f"<p>model <code>{html.escape(config.model)}</code>; task {html.escape(config.task.describe())}; "
         f"fidelity {html.escape(str(config.fidelity.to_dict()))}</p>"
         f"<p>{len(trials)} trials: {len(measured)} measured, {len(stopped)} stopped early by a cap; "
-        f"caps: {html.escape(caps)}; leakage objective and caps: {MEASURE_NAMES[config.leakage_measure]}</p>"
+        f"caps: {html.escape(caps)}; leakage objective and caps: {MEASURE_NAMES[config.leakage_measure]} "
+        f"on {OBJECTIVE_NAMES[config.leakage_objective]}</p>"
         "<p>leakage bound: share of private token occurrences recovered by an attacker who knows the "
-        "key's invertible operators (tilt, inflate, addv); best attack run: the attack suite on the upload "
-        "as it is, a lower bound. Both are measured by attacks; neither is a guarantee.</p>"
+        "key's invertible operators (tilt, inflate, addv) and every public part of the key (substitution's "
+        "candidate groups and epsilon); best attack run: the attack suite on the upload as it is, a lower "
+        "bound. Both are measured by attacks; neither is a guarantee. Rare tokens: those outside the "
+        "1,000 most frequent public tokens; planted secrets: names, numbers, e-mail addresses and dates "
+        "planted in the attacked copy of the upload; uploaded unchanged: the share of private tokens "
+        "that reach the cloud as written (readable once the permutation falls).</p>"
     )
     body = [f"<h1>shaketune study {html.escape(study.study_name)}</h1>", summary]
     body.append("<h2>Feasible Pareto front</h2>")
     body.append(_table(study, config.caps) if measured else "<p>no measured trials yet</p>")
     if measured:
         body.append("<h2>Pareto front plots</h2>")
-        body.extend(_figures(study, metric_names(config.leakage_measure)))
+        body.extend(_figures(study, metric_names(config.leakage_measure, config.leakage_objective)))
     style = (
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}</style>"

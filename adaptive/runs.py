@@ -47,7 +47,13 @@ from adaptive.study import (
 )
 from adaptive.transfer import warm_start
 from objectives.device import resolve_device
-from objectives.leakage import DEFAULT_LEAKAGE_MEASURE, check_measure
+from objectives.leakage import (
+    ALL,
+    DEFAULT_LEAKAGE_MEASURE,
+    DEFAULT_LEAKAGE_OBJECTIVE,
+    check_measure,
+    check_objective,
+)
 from objectives.task import TaskSpec
 from objectives.trial import Fidelity
 from operators.errors import SettingsError, ShaketuneError
@@ -91,9 +97,11 @@ class SearchTemplate:
     space: SearchSpace = field(default_factory=SearchSpace)
     leakage_measure: str = DEFAULT_LEAKAGE_MEASURE  # older templates: the bound, the safe default
     strategy: str = DEFAULT_STRATEGY  # how trials spend tuning (adaptive/screening.py)
+    leakage_objective: str = DEFAULT_LEAKAGE_OBJECTIVE  # which occurrences leakage scores
 
     def __post_init__(self) -> None:
         check_measure(self.leakage_measure)
+        check_objective(self.leakage_objective)
         check_strategy(self.strategy)
         if self.trials < 1:
             raise SettingsError(f"trials must be >= 1, got {self.trials}")
@@ -107,6 +115,7 @@ class SearchTemplate:
     def from_dict(cls, data: dict[str, Any] | None) -> SearchTemplate:
         data = dict(data or {})
         data.setdefault("strategy", PLAIN)  # what targets registered before screening searched with
+        data.setdefault("leakage_objective", ALL)  # what they scored before the sensitive figures
         fidelity = Fidelity(**data.pop("fidelity", {}))
         space = SearchSpace.from_dict(data.pop("space", {}))
         return cls(fidelity=fidelity, space=space, **data)
@@ -121,6 +130,7 @@ class SearchTemplate:
             config.space,
             config.leakage_measure,
             config.strategy,
+            config.leakage_objective,
         )
 
 
@@ -137,6 +147,7 @@ def config_for(target: TargetRecord) -> StudyConfig:
         seed=template.seed,
         leakage_measure=template.leakage_measure,
         strategy=template.strategy,
+        leakage_objective=template.leakage_objective,
     )
 
 

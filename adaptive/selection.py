@@ -54,13 +54,7 @@ class Candidate:
     @classmethod
     def of_record(cls, record: SelectionRecord) -> Candidate:
         """A recorded selection as a candidate (to compare a target's current setting with new ones)."""
-        figures = LeakageFigures(
-            record.leakage_measure or "attacks",
-            record.leakage_bound,
-            record.leakage_attacks if record.leakage_attacks is not None else record.leakage,
-            record.strongest_bound_attack or "",
-            record.strongest_attack or "",
-        )
+        figures = LeakageFigures.from_dict(vars(record), default_attacks=record.leakage)
         settings = TrialSettings.from_dict(record.settings)
         return cls(
             record.study_name,

@@ -3,7 +3,10 @@
 Parameters: ``coverage`` (the horizontal share), one ``use_<op>`` switch per vertical operator (which
 operators, hence how many), and for each switched-on operator ``<op>.intensity`` and ``<op>.dimension``
 (conditional parameters); ``homophones.max_share`` (frequency flattening; 1.0 is a 1:1 permutation) and,
-below 1, ``homophones.copy_noise``; ``recovery.steps`` and, when above 0, ``recovery.part`` (recovery
+below 1, ``homophones.copy_noise``; ``use_substitute`` (per-occurrence substitution) and, when on,
+``substitute.epsilon`` (log scale), ``substitute.keep_top``, ``substitute.candidates`` (and for clusters
+``substitute.k``) and ``substitute.pieces`` (word continuations substituted whatever their frequency;
+numbers always are); ``recovery.steps`` and, when above 0, ``recovery.part`` (recovery
 training on public text); then ``tuning.steps``, ``tuning.learning_rate`` and ``tuning.mode`` (and, for
 mode lora, ``tuning.lora_rank``, with alpha twice the rank, a common choice that keeps the update scale
 fixed across ranks). The
@@ -25,11 +28,16 @@ from objectives.trial import TrialSettings
 from objectives.tuning import TUNING_MODES, TuningBudget
 from operators.errors import SettingsError
 from operators.settings import (
+    CANDIDATES,
+    MAX_CLUSTER,
     MAX_COPY_NOISE,
+    MAX_EPSILON,
+    MAX_KEEP_TOP,
     MIN_MAX_SHARE,
     HomophoneSettings,
     OperatorSettings,
     ShakeSettings,
+    SubstituteSettings,
 )
 from operators.vertical import OPERATORS
 
@@ -63,6 +71,12 @@ class SearchSpace:
     copy_noise: tuple[float, float] = COPY_NOISE_RANGE
     lora_ranks: tuple[int, ...] = (8,)
     lora_targets: str = AUTO_TARGETS
+    substitute: tuple[bool, ...] = (False, True)  # per-occurrence substitution off, on
+    substitute_epsilon: tuple[float, float] = (0.5, 16.0)  # searched on a log scale
+    substitute_keep_top: tuple[int, ...] = (0, 100, 300, 1000, 3000)
+    substitute_candidates: tuple[str, ...] = CANDIDATES
+    substitute_k: tuple[int, ...] = (10, 20, 50)
+    substitute_pieces: tuple[bool, ...] = (False, True)
 
     def __post_init__(self) -> None:
         low, high = self.coverage
@@ -92,7 +106,24 @@ class SearchSpace:
         bad_modes = [m for m in self.modes if m not in TUNING_MODES]
         if not self.modes or bad_modes:
             raise SettingsError(f"tuning modes must be among {', '.join(TUNING_MODES)}")
+        self._check_substitution()
         object.__setattr__(self, "operators", tuple(op for op in CHAIN_ORDER if op in self.operators))
+
+    def _check_substitution(self) -> None:
+        if not self.substitute or any(not isinstance(on, bool) for on in self.substitute):
+            raise SettingsError("substitute must list false and/or true")
+        low, high = self.substitute_epsilon
+        if not 0.0 < low <= high <= MAX_EPSILON:
+            raise SettingsError(f"substitute epsilon range must lie in (0, {MAX_EPSILON:g}], got {low, high}")
+        if not self.substitute_keep_top or not all(0 <= n <= MAX_KEEP_TOP for n in self.substitute_keep_top):
+            raise SettingsError(f"substitute keep_top values must lie in [0, {MAX_KEEP_TOP}]")
+        bad = [c for c in self.substitute_candidates if c not in CANDIDATES]
+        if not self.substitute_candidates or bad:
+            raise SettingsError(f"substitute candidates must be among {', '.join(CANDIDATES)}")
+        if not self.substitute_k or not all(2 <= k <= MAX_CLUSTER for k in self.substitute_k):
+            raise SettingsError(f"substitute k (tokens per cluster) must lie in [2, {MAX_CLUSTER}]")
+        if not self.substitute_pieces or any(not isinstance(on, bool) for on in self.substitute_pieces):
+            raise SettingsError("substitute_pieces must list false and/or true")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,6 +133,7 @@ class SearchSpace:
         tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         tuples.setdefault("recovery_steps", (0,))  # stored before recovery training was searched
         tuples.setdefault("max_shares", (1.0,))  # stored before homophones were searched
+        tuples.setdefault("substitute", (False,))  # stored before substitution was searched
         return cls(**tuples)
 
     # --- Optuna ------------------------------------------------------------------------------------
@@ -123,6 +155,7 @@ class SearchSpace:
             noise = trial.suggest_float("homophones.copy_noise", *self.copy_noise)
             if max_share < 1.0:
                 homophones = HomophoneSettings(max_share, noise)
+        substitute = self._suggest_substitution(trial, flat)
         recovery = RecoveryBudget()
         recovery_steps = trial.suggest_categorical("recovery.steps", list(self.recovery_steps))
         if recovery_steps > 0:
@@ -138,7 +171,23 @@ class SearchSpace:
             rank = trial.suggest_categorical("tuning.lora_rank", list(self.lora_ranks))
             lora = {"lora_rank": rank, "lora_alpha": 2.0 * rank, "lora_targets": self.lora_targets}
         budget = TuningBudget(steps, self.batch_size, learning_rate, mode, **lora)
-        return TrialSettings(ShakeSettings(coverage, tuple(chain), homophones), budget, recovery)
+        shaking = ShakeSettings(coverage, tuple(chain), homophones, substitute)
+        return TrialSettings(shaking, budget, recovery)
+
+    def _suggest_substitution(self, trial: optuna.Trial, flat: bool) -> SubstituteSettings:
+        """Substitution's parameters, asked only when it is on (every one with ``flat``)."""
+        on = trial.suggest_categorical("use_substitute", list(self.substitute))
+        if not (on or (flat and True in self.substitute)):
+            return SubstituteSettings()
+        epsilon = trial.suggest_float("substitute.epsilon", *self.substitute_epsilon, log=True)
+        keep_top = trial.suggest_categorical("substitute.keep_top", list(self.substitute_keep_top))
+        candidates = trial.suggest_categorical("substitute.candidates", list(self.substitute_candidates))
+        k = 20
+        if candidates == "clusters" or (flat and "clusters" in self.substitute_candidates):
+            k = trial.suggest_categorical("substitute.k", list(self.substitute_k))
+        pieces = trial.suggest_categorical("substitute.pieces", list(self.substitute_pieces))
+        classes = ("numbers", "pieces") if pieces else ("numbers",)
+        return SubstituteSettings(epsilon, candidates, k, keep_top, classes) if on else SubstituteSettings()
 
     def params_of(self, settings: TrialSettings) -> dict[str, Any]:
         """The parameters that make :meth:`suggest` return (the nearest point to) ``settings``.
@@ -161,6 +210,7 @@ class SearchSpace:
         )
         if params["homophones.max_share"] < 1.0:
             params["homophones.copy_noise"] = _clip(homophones.copy_noise, self.copy_noise)
+        params.update(self._substitution_params(settings.shaking.substitute))
         recovery = settings.recovery
         params["recovery.steps"] = min(self.recovery_steps, key=lambda s: abs(s - recovery.steps))
         if params["recovery.steps"] > 0:
@@ -174,6 +224,28 @@ class SearchSpace:
         params["tuning.mode"] = tuning.mode if tuning.mode in self.modes else self.modes[0]
         if params["tuning.mode"] == "lora":
             params["tuning.lora_rank"] = min(self.lora_ranks, key=lambda r: abs(r - tuning.lora_rank))
+        return params
+
+    def _substitution_params(self, substitute: SubstituteSettings) -> dict[str, Any]:
+        """The parameters of :meth:`_suggest_substitution` nearest to ``substitute``."""
+        on = substitute.enabled and True in self.substitute
+        params: dict[str, Any] = {"use_substitute": on if on in self.substitute else self.substitute[0]}
+        if not params["use_substitute"]:
+            return params
+        params["substitute.epsilon"] = _clip(substitute.epsilon, self.substitute_epsilon)
+        params["substitute.keep_top"] = min(
+            self.substitute_keep_top, key=lambda n: abs(math.log1p(n) - math.log1p(substitute.keep_top))
+        )
+        candidates = substitute.candidates
+        params["substitute.candidates"] = (
+            candidates if candidates in self.substitute_candidates else self.substitute_candidates[0]
+        )
+        if params["substitute.candidates"] == "clusters":
+            params["substitute.k"] = min(self.substitute_k, key=lambda k: abs(k - substitute.k))
+        pieces = "pieces" in substitute.classes
+        params["substitute.pieces"] = (
+            pieces if pieces in self.substitute_pieces else self.substitute_pieces[0]
+        )
         return params
 
 

@@ -2,7 +2,9 @@
 
 Three objectives: maximise accuracy after private tuning, minimise the deterministic cost (GFLOP),
 minimise leakage: by default the informed-adversary bound (the key's invertible operators assumed known),
-or the attack suite's lower bound, as the study's ``leakage_measure`` says; both are recorded per trial.
+or the attack suite's lower bound, as the study's ``leakage_measure`` says; scored by default on what users
+must protect (``sensitive``: the worse of rare tokens and planted secrets) or on every token (``all``), as
+its ``leakage_objective`` says. Every figure is recorded per trial.
 User caps become Optuna constraints set by each trial. A trial
 whose leakage (measured before any training) or cost already breaks a cap stops there: it is recorded
 as a complete, infeasible trial whose accuracy is the worst possible, 0, and whose user attributes say
@@ -29,20 +31,31 @@ from adaptive.samplers import DEFAULT_SAMPLER, flat_space, make_sampler
 from adaptive.space import SearchSpace
 from adaptive.trials import SCREENED_ATTR, measured_feasible, objectives_of
 from objectives.device import CPU
-from objectives.leakage import ATTACKS, DEFAULT_LEAKAGE_MEASURE, check_measure
+from objectives.leakage import (
+    ALL,
+    ATTACKS,
+    BOUND,
+    DEFAULT_LEAKAGE_MEASURE,
+    DEFAULT_LEAKAGE_OBJECTIVE,
+    SENSITIVE,
+    check_measure,
+    check_objective,
+)
 from objectives.task import TaskSpec
 from objectives.trial import Fidelity, TrialResult, TrialRunner, TrialSettings
 from operators.errors import SettingsError, ShaketuneError
 
 OBJECTIVES = ("accuracy", "cost_gflops", "leakage")
 # the leakage cap a new study or target gets unless its owner sets one or opts out explicitly: a share of
-# private tokens under the study's leakage measure (by default the informed-adversary bound)
-DEFAULT_MAX_LEAKAGE = 0.10
+# the scored occurrences under the study's leakage measure and objective (by default the informed-adversary
+# bound on the worse of rare tokens and planted secrets)
+DEFAULT_MAX_LEAKAGE = 0.05
 
 
-def metric_names(measure: str) -> list[str]:
+def metric_names(measure: str, objective: str = ALL) -> list[str]:
     """The objectives as the dashboard shows them: the leakage named for the figure it is."""
-    return ["accuracy", "cost_gflops", f"leakage_{check_measure(measure)}"]
+    scored = "sensitive_" if check_objective(objective) == SENSITIVE else ""
+    return ["accuracy", "cost_gflops", f"leakage_{scored}{check_measure(measure)}"]
 
 
 DIRECTIONS = ("maximize", "minimize", "minimize")
@@ -117,9 +130,11 @@ class StudyConfig:
     seed: int = 0
     leakage_measure: str = DEFAULT_LEAKAGE_MEASURE  # which figure the leakage objective and caps use
     strategy: str = screening.DEFAULT_STRATEGY  # how trials spend tuning (adaptive/screening.py)
+    leakage_objective: str = DEFAULT_LEAKAGE_OBJECTIVE  # which occurrences it scores: sensitive or all
 
     def __post_init__(self) -> None:
         check_measure(self.leakage_measure)
+        check_objective(self.leakage_objective)
         screening.check_strategy(self.strategy)
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,6 +149,7 @@ class StudyConfig:
             "seed": self.seed,
             "leakage_measure": self.leakage_measure,
             "strategy": self.strategy,
+            "leakage_objective": self.leakage_objective,
         }
 
     @classmethod
@@ -148,12 +164,22 @@ class StudyConfig:
             seed=int(data.get("seed", 0)),
             leakage_measure=data.get("leakage_measure", ATTACKS),  # what studies measured before the bound
             strategy=data.get("strategy", screening.PLAIN),  # what studies did before screening
+            leakage_objective=data.get("leakage_objective", ALL),  # what studies scored before rare tokens
         )
 
     def differences(self, other: StudyConfig) -> list[str]:
         """What differs between two configs, among what changes the measurements."""
         mine, theirs = self.to_dict(), other.to_dict()
-        keys = ("model", "task_fingerprint", "fidelity", "space", "caps", "leakage_measure", "strategy")
+        keys = (
+            "model",
+            "task_fingerprint",
+            "fidelity",
+            "space",
+            "caps",
+            "leakage_measure",
+            "leakage_objective",
+            "strategy",
+        )
         return [key for key in keys if mine[key] != theirs[key]]
 
 
@@ -211,23 +237,28 @@ def open_study(
     )
     with warnings.catch_warnings():  # set_metric_names is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(metric_names(config.leakage_measure))
+        study.set_metric_names(metric_names(config.leakage_measure, config.leakage_objective))
     study.set_user_attr(CONFIG_ATTR, config.to_dict())
     return study
 
 
 def record(
-    trial: optuna.Trial, result: TrialResult, caps: Caps, measure: str = DEFAULT_LEAKAGE_MEASURE
+    trial: optuna.Trial,
+    result: TrialResult,
+    caps: Caps,
+    measure: str = DEFAULT_LEAKAGE_MEASURE,
+    objective: str = ALL,
 ) -> tuple[float, float, float]:
     """Store every figure of ``result`` on the trial, set the cap constraints, return the objectives
-    (leakage as ``measure`` says)."""
+    (leakage as ``measure`` and ``objective`` say)."""
     for name, value in result.to_dict().items():
         trial.set_user_attr(name, value)
     trial.set_user_attr("leakage_measure", measure)
+    trial.set_user_attr("leakage_objective", objective)
     accuracy = result.accuracy
     if accuracy is None:  # stopped at a rung: its last score; before tuning: the worst possible
         accuracy = list(result.accuracy_by_steps.values())[-1] if result.accuracy_by_steps else 0.0
-    values = (accuracy, result.cost_gflops, result.leakage(measure))
+    values = (accuracy, result.cost_gflops, result.leakage(measure, objective))
     for name, violation in caps.violations(*values).items():
         trial.set_constraint(name, violation)
     return values
@@ -254,6 +285,7 @@ def objective(
     """The function Optuna calls per trial: suggest settings, screen them by cost and leakage (the study's
     strategy, :mod:`adaptive.screening`), tune what passes, record the figures."""
     caps, measure, strategy = config.caps, config.leakage_measure, config.strategy
+    scored = config.leakage_objective
 
     def run(trial: optuna.Trial) -> tuple[float, float, float]:
         settings = config.space.suggest(trial, flat=flat_space(trial.study.sampler))
@@ -264,7 +296,7 @@ def objective(
         known: dict[str, float] = {}
 
         def stop(leakage: Any) -> bool:
-            figure = known["leakage"] = leakage.figure(measure)
+            figure = known["leakage"] = leakage.figure(measure, scored)
             if caps.max_leakage is not None and figure > caps.max_leakage:
                 trial.set_user_attr(SCREENED_ATTR, "leakage over the cap")
                 return True
@@ -302,29 +334,54 @@ def objective(
             rungs=rungs,
             known_leakage=reused,
         )
-        return record(trial, result, caps, measure)
+        return record(trial, result, caps, measure, scored)
 
     return run
 
 
 @dataclass(frozen=True)
 class LeakageFigures:
-    """A trial's leakage as stated: the figure its study optimised, and both figures named for what
-    they are (trials measured before the bound existed have none)."""
+    """A trial's leakage as stated: the figure its study optimised, and every figure named for what it
+    is: on every token and, where measured, on rare tokens and planted secrets (trials measured before
+    the bound or before those subsets existed have None there)."""
 
     measure: str
-    bound: float | None  # informed-adversary bound
-    attacks: float  # the suite's best attack run: a lower bound
+    bound: float | None  # informed-adversary bound, every token
+    attacks: float  # the suite's best attack run: a lower bound, every token
     strongest_bound: str
     strongest_attack: str
+    objective: str = ALL
+    rare: float | None = None  # the bound on rare tokens
+    canary: float | None = None  # the bound's attacker on planted secrets
+    rare_attacks: float | None = None
+    canary_attacks: float | None = None
+    strongest_rare: str = ""
+    strongest_canary: str = ""
+    unchanged: float | None = None  # share of private tokens uploaded as written (the permutation aside)
+    floor: float | None = None  # always naming the most frequent public token
+
+    @property
+    def sensitive_known(self) -> bool:
+        return self.rare is not None or self.canary is not None
 
     @property
     def value(self) -> float:
-        return self.bound if self.measure == "bound" and self.bound is not None else self.attacks
+        """The figure the study optimised and capped."""
+        bound = self.measure == BOUND and self.bound is not None
+        if self.objective == SENSITIVE and self.sensitive_known:
+            pair = (self.rare, self.canary) if bound else (self.rare_attacks, self.canary_attacks)
+            known = [v for v in pair if v is not None]
+            if known:
+                return max(known)
+        return self.bound if bound else self.attacks
 
     @property
     def strongest(self) -> str:
         """The attack behind :attr:`value`."""
+        if self.objective == SENSITIVE and self.sensitive_known:
+            return (
+                self.strongest_canary if (self.canary or 0.0) >= (self.rare or 0.0) else self.strongest_rare
+            )
         return (
             self.strongest_bound
             if self.measure == "bound" and self.bound is not None
@@ -332,19 +389,64 @@ class LeakageFigures:
         )
 
     def describe(self) -> str:
+        """Every figure in a line or two, the sensitive ones first where measured; the all-token figure
+        always beside them, in words."""
         suite = f"best attack run {self.attacks:.2%} ({_short(self.strongest_attack)})"
         if self.bound is None:
             return f"{suite}; no informed-adversary bound measured (a lower bound only)"
-        return f"bound {self.bound:.2%} ({_short(self.strongest_bound)}); {suite}"
+        every = f"bound {self.bound:.2%} ({_short(self.strongest_bound)}); {suite}"
+        if not self.sensitive_known:
+            return every
+        parts = []
+        if self.rare is not None:
+            parts.append(f"rare tokens {self.rare:.2%} ({_short(self.strongest_rare)})")
+        if self.canary is not None:
+            parts.append(f"planted secrets {self.canary:.2%} ({_short(self.strongest_canary)})")
+        text = f"bound on {', '.join(parts)}; all tokens: {every}"
+        if self.unchanged is not None and self.unchanged >= 0.005:
+            text += f"; the common words, {self.unchanged:.0%} of tokens, are uploaded unchanged and readable"
+        if self.floor is not None:
+            text += f" (always naming the most common token scores {self.floor:.1%})"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "leakage_measure": self.measure,
+            "leakage_objective": self.objective,
             "leakage_bound": self.bound,
             "leakage_attacks": self.attacks,
             "strongest_bound_attack": self.strongest_bound,
             "strongest_attack": self.strongest_attack,
+            "leakage_bound_rare": self.rare,
+            "canary_recovery": self.canary,
+            "leakage_attacks_rare": self.rare_attacks,
+            "canary_recovery_attacks": self.canary_attacks,
+            "strongest_rare_attack": self.strongest_rare,
+            "strongest_canary_attack": self.strongest_canary,
+            "tokens_unchanged": self.unchanged,
+            "blind_floor": self.floor,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], default_attacks: float = 0.0) -> LeakageFigures:
+        """The figures :meth:`to_dict` wrote (or a trial's attributes); absent ones as recorded before."""
+        attacks = data.get("leakage_attacks", data.get("leakage"))
+        return cls(
+            data.get("leakage_measure") or ATTACKS,
+            data.get("leakage_bound"),
+            float(default_attacks if attacks is None else attacks),
+            str(data.get("strongest_bound_attack") or ""),
+            str(data.get("strongest_attack") or ""),
+            data.get("leakage_objective") or ALL,
+            data.get("leakage_bound_rare"),
+            data.get("canary_recovery"),
+            data.get("leakage_attacks_rare"),
+            data.get("canary_recovery_attacks"),
+            str(data.get("strongest_rare_attack") or ""),
+            str(data.get("strongest_canary_attack") or ""),
+            data.get("tokens_unchanged"),
+            data.get("blind_floor"),
+        )
 
 
 def _short(attack: str) -> str:
@@ -353,19 +455,8 @@ def _short(attack: str) -> str:
 
 
 def leakage_figures(trial: FrozenTrial) -> LeakageFigures:
-    """Both leakage figures of a measured trial, and which one its study optimised."""
-    attrs = trial.user_attrs
-    measure = attrs.get("leakage_measure", ATTACKS)
-    attacks = attrs.get("leakage_attacks", attrs.get("leakage"))
-    if attacks is None:
-        attacks = objectives_of(trial)[2]
-    return LeakageFigures(
-        measure,
-        attrs.get("leakage_bound"),
-        float(attacks),
-        str(attrs.get("strongest_bound_attack", "")),
-        str(attrs.get("strongest_attack", "")),
-    )
+    """Every leakage figure of a measured trial, and which one its study optimised."""
+    return LeakageFigures.from_dict(trial.user_attrs, default_attacks=objectives_of(trial)[2])
 
 
 def feasible_front(study: optuna.Study, caps: Caps | None = None) -> list[FrozenTrial]:

@@ -44,7 +44,7 @@ def warm_start(
 def transfer_leakage(
     study: optuna.Study, source: optuna.Study, config: StudyConfig, cost_of: Callable[[TrialSettings], float]
 ) -> int:
-    """Tell ``study``'s sampler which shakings ``source`` (same model, leakage measure and space) found
+    """Tell ``study``'s sampler which shakings ``source`` (same model, leakage figure and space) found
     over this study's leakage cap by more than ``TRANSFER_MARGIN``: each is added as a screened trial
     (stopped before tuning, accuracy 0, the leakage measured there, marked ``transferred_from``), so the
     search avoids that region without attacking it again. Such a trial is never in a front, holds no
@@ -54,9 +54,10 @@ def transfer_leakage(
     except StudyError:
         return 0
     cap = config.caps.max_leakage
-    same = (theirs.model, theirs.leakage_measure, theirs.space) == (
+    same = (theirs.model, theirs.leakage_measure, theirs.leakage_objective, theirs.space) == (
         config.model,
         config.leakage_measure,
+        config.leakage_objective,
         config.space,
     )
     if cap is None or not same:
@@ -86,6 +87,7 @@ def transfer_leakage(
                     "transferred_from": f"{source.study_name}#{trial.number}",
                     "stopped_early": True,
                     "leakage_measure": config.leakage_measure,
+                    "leakage_objective": config.leakage_objective,
                 },
             )
         )

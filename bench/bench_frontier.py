@@ -1,16 +1,18 @@
-"""Benchmark: the private frontier under the informed-adversary bound.
+"""Benchmark: the private frontier under the informed-adversary bound, on every token and on what matters.
 
 Once the key's invertible operators (tilt, inflate, addv) are assumed known, only noise, flattening of
-frequencies and training are left to protect the tokens. This measures what each of them buys: gaussian,
-laplace and dx-fixp noise at 2-6x the embedding's scale, homophonic levels, and recovery-training budgets,
-at the default fidelity (2,000 private SST-2 training sentences, 150 tuning steps of batch 16, evaluated
-on SST-2 test, public text SST-2 dev), every stage the cloud sees attacked (shaken, recovery-trained,
-tuned). Each row prints the accuracy gap to plaintext tuning at the same budget, the bound and what sets
-it, the suite's best attack (a lower bound) and the cost, as soon as it is measured; rows are appended to
-``--out`` (JSON lines) so a long run can be read while it goes on.
-Target: a setting with bound < 5% and a gap <= 1 point.
+frequencies, training and per-occurrence substitution are left to protect the tokens. This measures what
+each of them buys at the default fidelity (2,000 private SST-2 training sentences, 150 tuning steps of
+batch 16, evaluated on SST-2 test, public text SST-2 dev, which shares phrases with train: a conservative
+choice), every stage the cloud sees attacked (shaken, recovery-trained, tuned). Each row prints, averaged
+over ``--seeds`` (key and tuning seeds 0..n-1, each against its own plaintext reference), the accuracy and
+its gap to plaintext tuning, the recovered model's accuracy where the key substitutes, and the bound on
+every token, on rare tokens and on planted canaries, with the share of tokens uploaded unchanged and the
+blind floor; rows are appended to ``--out`` (JSON lines, one per seed) as soon as measured.
+Targets: (i) sensitive leakage (rare-token bound and canaries) <= 2% at a gap <= 1 point; (ii) all-token
+bound <= 25% at a gap <= 3 points.
 
-    .venv/bin/python bench/bench_frontier.py [--rows 1,2,5] [--out frontier.jsonl]
+    .venv/bin/python bench/bench_frontier.py [--rows 1,2,5] [--seeds 3] [--out frontier.jsonl]
 """
 
 from __future__ import annotations
@@ -30,10 +32,17 @@ from objectives.recovery_training import RecoveryBudget  # noqa: E402
 from objectives.task import DataSource, TaskSpec  # noqa: E402
 from objectives.trial import Fidelity, MemoryReferences, TrialResult, TrialRunner, TrialSettings  # noqa: E402
 from objectives.tuning import TuningBudget  # noqa: E402
-from operators.settings import HomophoneSettings, OperatorSettings, ShakeSettings  # noqa: E402
+from operators.settings import (  # noqa: E402
+    HomophoneSettings,
+    OperatorSettings,
+    ShakeSettings,
+    SubstituteSettings,
+)
 
-TARGET_BOUND = 0.05
-TARGET_GAP = 0.01
+TARGETS = {  # name: (figure, largest leakage, largest gap)
+    "(i) sensitive": ("sensitive", 0.02, 0.01),
+    "(ii) all tokens": ("all", 0.25, 0.03),
+}
 BUDGET = TuningBudget(steps=150, batch_size=16, learning_rate=1e-4, mode="full")
 FIDELITY = Fidelity(attack_tuned=True, compare_recovery=False)
 
@@ -51,6 +60,7 @@ def row(
     copy_noise: float = 0.0,
     recovery: int = 0,
     frozen_rows: bool = False,
+    substitute: SubstituteSettings | None = None,
 ) -> Row:
     """One setting; ``frozen_rows``: recovery training and tuning train everything but the input
     embedding (part and mode ``body``), so every stage the cloud sees holds the rows as uploaded."""
@@ -59,7 +69,14 @@ def row(
     part = "body" if frozen_rows else "all"
     budget = RecoveryBudget(recovery, part=part) if recovery else RecoveryBudget()
     tuning = replace(BUDGET, mode="body") if frozen_rows else BUDGET
-    return Row(label, TrialSettings(ShakeSettings(1.0, chain, homophones), tuning, budget))
+    shaking = ShakeSettings(1.0, chain, homophones, substitute or SubstituteSettings())
+    return Row(label, TrialSettings(shaking, tuning, budget))
+
+
+def substituted(label: str, epsilon: float, keep: int, classes=("numbers", "pieces"), k: int = 0) -> Row:
+    """A substitution row: ``k`` > 0 for clusters of k tokens, else the whole vocabulary of a kind."""
+    candidates = "clusters" if k else "vocabulary"
+    return row(label, [], substitute=SubstituteSettings(epsilon, candidates, k or 20, keep, tuple(classes)))
 
 
 ROWS = [
@@ -82,6 +99,17 @@ ROWS = [
     row("gaussian 3 (1:1), no recovery", [("gaussian", 3.0)]),
     row("gaussian 4 (1:1), no recovery", [("gaussian", 4.0)]),
     row("flat 0.002/1 + gaussian 4, rec. 600, frozen", [("gaussian", 4.0)], 0.002, 1.0, 600, True),
+    substituted("subst. eps 4, keep 1000, numbers", 4.0, 1000, ("numbers",)),  # 20
+    substituted("subst. eps 4, keep 300, numbers", 4.0, 300, ("numbers",)),
+    substituted("subst. eps 4, keep 1000, numbers+pieces", 4.0, 1000),
+    substituted("subst. eps 4, keep 300, numbers+pieces", 4.0, 300),
+    substituted("subst. eps 4, keep 100, numbers+pieces", 4.0, 100),
+    substituted("subst. eps 1, keep 300, numbers+pieces", 1.0, 300),  # 25
+    substituted("subst. eps 16, keep 300, numbers+pieces", 16.0, 300),
+    substituted("subst. eps 4, every token", 4.0, 0),
+    substituted("subst. clusters of 20, eps 4, every token", 4.0, 0, k=20),
+    substituted("subst. clusters of 20, eps 8, every token", 8.0, 0, k=20),
+    substituted("subst. eps 4, keep 30, numbers+pieces", 4.0, 30),  # 30
 ]
 
 
@@ -89,17 +117,57 @@ def short(name: str) -> str:
     return name.replace("shaken/", "").replace("informed/", "informed ")
 
 
-def describe(label: str, result: TrialResult, seconds: float) -> str:
+def mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def cell(value: float | None, width: int = 6) -> str:
+    return f"{value:{width}.3f}" if value is not None else " " * (width - 1) + "-"
+
+
+def figures(results: list[TrialResult]) -> dict[str, float | None]:
+    """A row's figures, averaged over its seeds."""
+    sensitive = [max(r.leakage_bound_rare or 0.0, r.canary_recovery or 0.0) for r in results]
+    return {
+        "accuracy": mean([r.accuracy for r in results]),
+        "gap": mean([r.accuracy_gap for r in results]),
+        "recovered": mean([r.recovered_accuracy for r in results]),
+        "all": mean([r.leakage_bound for r in results]),
+        "rare": mean([r.leakage_bound_rare for r in results]),
+        "canary": mean([r.canary_recovery for r in results]),
+        "sensitive": mean(sensitive),
+        "unchanged": mean([r.tokens_unchanged for r in results]),
+        "floor": mean([r.blind_floor for r in results]),
+        "gflops": mean([r.cost_gflops for r in results]),
+    }
+
+
+HEADER = (
+    f"{'setting':44s} {'acc':>6s} {'gap':>6s} {'recov.':>6s} {'all':>6s} {'set by':28s} {'rare':>6s} "
+    f"{'canary':>6s} {'set by':24s} {'unch.':>6s} {'floor':>6s} {'GFLOP':>7s} {'min':>5s}"
+)
+
+
+def describe(label: str, results: list[TrialResult], seconds: float) -> str:
+    f, last = figures(results), results[-1]
     return (
-        f"{label:44s} {result.accuracy:6.3f} {result.accuracy_gap:+6.3f} {result.leakage_bound:6.3f} "
-        f"{short(result.strongest_bound_attack):34s} {result.leakage_attacks:6.3f} "
-        f"{short(result.strongest_attack):24s} {result.cost_gflops:8,.0f} {seconds / 60:5.1f}"
+        f"{label:44s} {cell(f['accuracy'])} {f['gap']:+6.3f} {cell(f['recovered'])} {cell(f['all'])} "
+        f"{short(last.strongest_bound_attack):28s} {cell(f['rare'])} {cell(f['canary'])} "
+        f"{short(last.strongest_canary_attack):24s} {cell(f['unchanged'])} {cell(f['floor'])} "
+        f"{f['gflops']:7,.0f} {seconds / 60 / len(results):5.1f}"
     )
+
+
+def distance(f: dict[str, float | None], figure: str, bound: float, gap: float) -> float:
+    """How far a row's figures are from a target (0: met)."""
+    return max((f[figure] or 0.0) - bound, 0.0) + max((f["gap"] or 0.0) - gap, 0.0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default=None, help="1-based row numbers to run (default all).")
+    parser.add_argument("--seeds", type=int, default=1, help="Key and tuning seeds per row (0..n-1).")
     parser.add_argument("--out", type=Path, default=Path("bench-frontier.jsonl"))
     parser.add_argument(
         "--sst2", type=Path, default=Path(os.environ.get("SHAKETUNE_SST2", "../shared/data/sst2"))
@@ -112,36 +180,35 @@ def main() -> None:
         DataSource(str(args.sst2 / "dev.tsv")),
     )
     runner = TrialRunner(task, DEFAULT_MODEL, FIDELITY, MemoryReferences())
-    plaintext = runner.plaintext_accuracy(BUDGET, 0)
+    seeds = list(range(args.seeds))
+    plaintext = [runner.plaintext_accuracy(BUDGET, seed) for seed in seeds]
     print(
-        f"plaintext tuning at {BUDGET}: accuracy {plaintext:.3f} on SST-2 test; always answering the most "
-        f"common label: {runner.data.baseline_accuracy:.3f}",
+        f"plaintext tuning at {BUDGET}: accuracy {mean(plaintext):.3f} on SST-2 test (seeds {seeds}: "
+        f"{', '.join(f'{p:.3f}' for p in plaintext)}); always answering the most common label: "
+        f"{runner.data.baseline_accuracy:.3f}; public text SST-2 dev (shares phrases with train)",
         flush=True,
     )
-    print(
-        f"{'setting':44s} {'acc':>6s} {'gap':>6s} {'bound':>6s} {'set by':34s} {'suite':>6s} "
-        f"{'best attack run':24s} {'GFLOP':>8s} {'min':>5s}"
-    )
-    best = None
+    print(HEADER)
+    measured = []
     for item in chosen:
         started = time.perf_counter()
-        result = runner.run(item.settings, key_seed=0, tuning_seed=0)
-        seconds = time.perf_counter() - started
-        print(describe(item.label, result, seconds), flush=True)
-        with args.out.open("a", encoding="utf-8") as out:
-            out.write(
-                json.dumps({**result.to_dict(), "label": item.label, "wall_seconds": seconds}, default=str)
-                + "\n"
-            )
-        distance = max(result.leakage_bound - TARGET_BOUND, 0) + max(result.accuracy_gap - TARGET_GAP, 0)
-        if best is None or distance < best[0]:
-            best = (distance, item.label, result)
-    distance, label, result = best
-    met = "MET" if distance == 0 else "MISSED"
-    print(
-        f"\ntarget (bound < {TARGET_BOUND:.0%}, gap <= {TARGET_GAP:.0%} point): {met}; closest: {label} "
-        f"(bound {result.leakage_bound:.3f}, gap {result.accuracy_gap:+.3f})"
-    )
+        results = []
+        for seed in seeds:
+            result = runner.run(item.settings, key_seed=seed, tuning_seed=seed)
+            results.append(result)
+            with args.out.open("a", encoding="utf-8") as out:
+                record = {**result.to_dict(), "label": item.label, "seed": seed}
+                out.write(json.dumps(record, default=str) + "\n")
+        print(describe(item.label, results, time.perf_counter() - started), flush=True)
+        measured.append((item.label, figures(results)))
+    print()
+    for name, (figure, bound, gap) in TARGETS.items():
+        label, f = min(measured, key=lambda m: distance(m[1], figure, bound, gap))
+        met = "MET" if distance(f, figure, bound, gap) == 0 else "MISSED"
+        print(
+            f"target {name} ({figure} bound <= {bound:.0%}, gap <= {gap * 100:.0f} points): {met}; closest: "
+            f"{label} ({figure} {f[figure]:.3f}, gap {f['gap']:+.3f}, over {len(seeds)} seed(s))"
+        )
 
 
 if __name__ == "__main__":

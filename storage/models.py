@@ -72,6 +72,15 @@ class Selection(Base):
     leakage_attacks: Mapped[float | None] = mapped_column(Float, nullable=True)
     strongest_bound_attack: Mapped[str | None] = mapped_column(String(200), nullable=True)
     strongest_attack: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    leakage_objective: Mapped[str | None] = mapped_column(String(20), nullable=True)  # sensitive | all
+    leakage_bound_rare: Mapped[float | None] = mapped_column(Float, nullable=True)
+    canary_recovery: Mapped[float | None] = mapped_column(Float, nullable=True)
+    leakage_attacks_rare: Mapped[float | None] = mapped_column(Float, nullable=True)
+    canary_recovery_attacks: Mapped[float | None] = mapped_column(Float, nullable=True)
+    strongest_rare_attack: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    strongest_canary_attack: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    tokens_unchanged: Mapped[float | None] = mapped_column(Float, nullable=True)
+    blind_floor: Mapped[float | None] = mapped_column(Float, nullable=True)
     decision: Mapped[str] = mapped_column(String(20), default="selected")  # selected | kept
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -21,6 +21,15 @@ LEAKAGE_FIELDS = (
     "leakage_attacks",
     "strongest_bound_attack",
     "strongest_attack",
+    "leakage_objective",
+    "leakage_bound_rare",
+    "canary_recovery",
+    "leakage_attacks_rare",
+    "canary_recovery_attacks",
+    "strongest_rare_attack",
+    "strongest_canary_attack",
+    "tokens_unchanged",
+    "blind_floor",
 )
 SEED_LIMIT = 2**31  # seeds are stored in 32-bit integer columns
 log = logging.getLogger("shaketune.storage")
@@ -83,6 +92,15 @@ class SelectionRecord:
     leakage_attacks: float | None = None  # the suite's best attack run (a lower bound)
     strongest_bound_attack: str | None = None
     strongest_attack: str | None = None
+    leakage_objective: str | None = None  # "sensitive" or "all"; None: recorded before sensitive figures
+    leakage_bound_rare: float | None = None  # the bound on rare tokens
+    canary_recovery: float | None = None  # the bound's attacker on planted secrets
+    leakage_attacks_rare: float | None = None
+    canary_recovery_attacks: float | None = None
+    strongest_rare_attack: str | None = None
+    strongest_canary_attack: str | None = None
+    tokens_unchanged: float | None = None  # share of private tokens uploaded as written
+    blind_floor: float | None = None  # always naming the most frequent public token
 
 
 def _utc(moment: datetime | None) -> datetime | None:

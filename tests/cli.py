@@ -39,7 +39,9 @@ def tiny_search(
     """``optimize`` options for the smallest fidelity: 32 private sentences, 24 to evaluate, 2-4 steps;
     no recovery training unless ``recovery`` lists steps (a trial that trains it attacks twice: about
     three times the seconds; tests/test_search.py's study searches it end to end); 1:1 keys (homophonic
-    trials run twice the attacks; they are tested in test_homophonic*.py and test_trial.py); no leakage
+    trials run twice the attacks; they are tested in test_homophonic*.py and test_trial.py) without
+    substitution (its mechanism takes seconds to build per epsilon; tests/test_search.py searches it in a
+    study of its own, test_substitution.py and test_sensitive_leakage.py test it); no leakage
     cap unless ``leakage_cap`` (the caller gives one: no tiny setting is under the default cap, so every
     trial would stop after its attacks); every trial tuned in full (``plain``) unless another
     ``strategy`` is asked for (tests/test_screening.py)."""
@@ -67,4 +69,6 @@ def tiny_search(
         recovery,
         "--max-shares",
         "1",
+        "--substitute",
+        "off",
     ]

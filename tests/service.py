@@ -106,6 +106,7 @@ def tiny_target(name: str, sst2: Path, trials: int = 2, **extra: object) -> dict
                 "batch_size": 8,
                 "recovery_steps": [0],  # recovery training is searched in tests/test_search.py
                 "max_shares": [1.0],
+                "substitute": [False],  # substitution is searched in tests/test_search.py
             },
         },
         **extra,

@@ -155,7 +155,7 @@ def test_measure_and_optimize_take_a_language_model_task(small_llama, sst2, tmp_
     run(
         "optimize", "--study", "lm", "--storage", storage, "--trials", "1", "--model", str(small_llama),
         "--task-kind", "lm", "--no-leakage-cap", "--steps", "2", "--batch-size", "8", "--modes", "lora",
-        "--recovery-steps", "0", "--max-shares", "1", *data,
+        "--recovery-steps", "0", "--max-shares", "1", "--substitute", "off", *data,
     )  # fmt: skip
     import optuna
 

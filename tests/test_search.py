@@ -43,11 +43,14 @@ def test_study_is_stored_with_three_objectives_and_resumes(sst2, storage, first_
     assert first_study["trials"] == 4 and first_study["measured"] == 4 and first_study["pareto"]
     study = optuna.load_study(study_name="first", storage=optuna_storage(storage))
     assert [d.name.lower() for d in study.directions] == list(DIRECTIONS)
-    assert study.metric_names == ["accuracy", "cost_gflops", "leakage_bound"]  # the default measure
+    # the default figure: the bound on what matters, the worse of rare tokens and planted secrets
+    assert study.metric_names == ["accuracy", "cost_gflops", "leakage_sensitive_bound"]
     trial = study.trials[0]
-    assert set(trial.user_attrs) >= {"attacks", "accuracy_gap", "seconds", "key_fingerprint", "settings"}
-    assert trial.user_attrs["leakage_measure"] == "bound"
-    assert trial.values[2] == trial.user_attrs["leakage_bound"] >= trial.user_attrs["leakage_attacks"]
+    attrs = trial.user_attrs
+    assert set(attrs) >= {"attacks", "accuracy_gap", "seconds", "key_fingerprint", "settings", "blind_floor"}
+    assert attrs["leakage_measure"] == "bound" and attrs["leakage_objective"] == "sensitive"
+    assert trial.values[2] == max(attrs["leakage_bound_rare"], attrs["canary_recovery"])
+    assert attrs["leakage_bound"] >= attrs["leakage_attacks"]
     recovered = [t for t in study.trials if t.params["recovery.steps"] == 3]  # searched end to end
     assert recovered and all("accuracy_without_recovery" in t.user_attrs for t in recovered)
 
@@ -139,6 +142,31 @@ def test_studies_report_and_selection_history(storage, first_study, tmp_path):
     )
     history = Repository(storage).selections("first")
     assert [s.policy for s in history][-1] == "knee" and len(history) >= 2
+
+
+def test_a_study_searches_substitution_under_the_default_cap_on_what_matters(sst2, storage, tmp_path):
+    """With substitution on, trials are capped by the default on the sensitive figure (rare tokens and
+    planted secrets); the selection states those figures and the all-token one beside them."""
+    options = [o for o in tiny_search(sst2, "2", leakage_cap=True) if o not in ("--substitute", "off")]
+    made = run(
+        "optimize", "--study", "subst", "--storage", storage, "--trials", "2", "--seed", "5",
+        *options, "--substitute", "on", "--keep-top", "300", "--candidates", "vocabulary",
+        "--operators", "gaussian",
+    )  # fmt: skip
+    assert made["caps"]["max_leakage"] == DEFAULT_MAX_LEAKAGE == 0.05
+    study = optuna.load_study(study_name="subst", storage=optuna_storage(storage))
+    for trial in study.trials:
+        attrs = trial.user_attrs
+        assert TrialSettings.from_dict(attrs["settings"]).shaking.substitute.keep_top == 300
+        assert "shaken/informed/decoding" in attrs["bound_attacks"]
+        assert trial.values[2] == max(attrs["leakage_bound_rare"], attrs["canary_recovery"])
+    feasible = [t for t in study.trials if not t.user_attrs.get("stopped_early")]
+    assert feasible, "no substituting setting was under the default cap"
+    chosen = run("select", "--study", "subst", "--storage", storage, "--out", str(tmp_path / "s.json"))
+    assert chosen["leakage_objective"] == "sensitive" and chosen["leakage"] <= 0.05
+    assert chosen["tokens_unchanged"] is not None and chosen["blind_floor"] is not None
+    written = json.loads((tmp_path / "s.json").read_text())
+    assert written["substitute"]["keep_top"] == 300
 
 
 @pytest.mark.parametrize(

@@ -40,9 +40,11 @@ def test_round_trip_register_study_select(service, finished_study, tmp_path):
     assert body["study"] == finished_study["study"] and body["decision"] == "selected"
     assert body["reason"].startswith("first selection")
     assert "NO LEAKAGE CAP" in body["reason"]  # the tiny target opted out of the default cap
-    assert body["leakage_measure"] == "bound" and body["leakage"] == body["leakage_bound"]
+    assert body["leakage_measure"] == "bound" and body["leakage_objective"] == "sensitive"
+    assert body["leakage"] == max(body["leakage_bound_rare"], body["canary_recovery"])
     assert body["leakage_bound"] >= body["leakage_attacks"] and body["strongest_bound_attack"]
-    assert body["leakage_summary"].startswith("bound ")
+    assert body["leakage_summary"].startswith("bound on rare tokens")
+    assert "all tokens: bound" in body["leakage_summary"]  # the all-token figure beside them
     assert "seed" not in json.dumps(body)  # settings only: no key material is ever served
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps(body["settings"]))

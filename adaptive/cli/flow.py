@@ -34,12 +34,12 @@ from operators.atomic import directory_atomic
 from operators.errors import KeyMismatchError, SettingsError, ShaketuneError, UnsupportedModelError
 from operators.generation import MAX_NEW_TOKENS, check_language_model, check_max_new_tokens, private_generate
 from operators.horizontal import check_copy_mass
-from operators.identity import input_embedding
+from operators.identity import input_embedding, vocabulary_tokens
 from operators.implant import shake_model
-from operators.key import generate_key, marker
+from operators.key import ShakeKey, generate_key, marker
 from operators.keyfile import load_key, save_key
 from operators.recovery import recover_model
-from operators.settings import PRESETS, preset
+from operators.settings import PRESETS, ShakeSettings, preset
 
 ModelOption = typer.Option(
     DEFAULT_MODEL, "--model", "-m", help="Local model directory or hub name (default: bundled MiniLM)."
@@ -51,6 +51,12 @@ NoHeader = options.NoHeader
 MaxLength = typer.Option(DEFAULT_MAX_LENGTH, "--max-length", min=2, help="Tokens per example.")
 TaskKind = options.TaskKind
 PromptColumn = options.PromptColumn
+Pretrained = typer.Option(
+    None,
+    "--pretrained",
+    help="A key that substitutes tokens reads the public pretrained model's embedding: that model's "
+    "directory or hub name (default: the model the key was made for).",
+)
 LORA_DEFAULTS = TuningBudget()
 LoraRank = typer.Option(
     LORA_DEFAULTS.lora_rank, "--lora-rank", help="--mode lora: the adapters' rank (1 to 1024)."
@@ -105,8 +111,11 @@ def keygen(
             tokenizer, DataSource.parse(public_text).load_texts(text_column, not no_header), max_length
         )
         prior = token_counts(ids, input_embedding(loaded).shape[0])
-    elif chosen.homophones.enabled:
-        raise SettingsError("homophone settings need --public-text to size each token's copies")
+    elif needs_public_text(chosen):
+        raise SettingsError(
+            "homophone settings (to size each token's copies) and substitution that keeps the most "
+            "frequent tokens (to know which they are) need --public-text"
+        )
     key = generate_key(chosen, loaded, tokenizer, model, prior=prior)
     save_key(key, out)
     summary = key.public_summary()
@@ -250,17 +259,16 @@ def encode(
     key = load_key(key_path)
     tokenizer = load_tokenizer(model)
     key.check_tokenizer(tokenizer)
-    source = DataSource.parse(data)
+    key = with_mechanism(key, model, tokenizer)
     report: dict[str, Any] = {}
+    token_ids, given = read_plaintext(
+        tokenizer, data, task_kind, text_column, label_column, prompt_column, not no_header, max_length
+    )
     if task_kind == LM:
-        pairs = source.load_documents(text_column, prompt_column, not no_header)
-        token_ids, loss_from = tokenize_documents(tokenizer, pairs, max_length)
-        encoded = EncodedData(encode_token_ids(key, token_ids), loss_from=loss_from)
-        report["targets"] = len(targets_of(token_ids, loss_from))
+        encoded = EncodedData(encode_token_ids(key, token_ids), loss_from=given)
+        report["targets"] = len(targets_of(token_ids, given))
     else:
-        table = source.load(text_column, label_column, not no_header)
-        token_ids = tokenize(tokenizer, table.texts, max_length)
-        encoded = EncodedData(encode_token_ids(key, token_ids), table.labels)
+        encoded = EncodedData(encode_token_ids(key, token_ids), given)
     save_encoded(out, encoded)
     tokens = sum(len(seq) for seq in token_ids)
     emit(
@@ -275,6 +283,49 @@ def encode(
         as_json,
         [f"wrote {len(encoded)} encoded examples ({tokens} tokens) to {out}"],
     )
+
+
+def read_plaintext(
+    tokenizer: Any,
+    data: str,
+    task_kind: str,
+    text_column: str,
+    label_column: str,
+    prompt_column: str | None,
+    header: bool,
+    max_length: int,
+) -> tuple[list[list[int]], list[Any]]:
+    """The token ids of a data file as ``encode`` reads it, and per example its label (classification)
+    or where its next-token loss starts (lm)."""
+    source = DataSource.parse(data)
+    if task_kind == LM:
+        pairs = source.load_documents(text_column, prompt_column, header)
+        return tokenize_documents(tokenizer, pairs, max_length)
+    table = source.load(text_column, label_column, header)
+    return tokenize(tokenizer, table.texts, max_length), list(table.labels)
+
+
+def plaintext_ids(tokenizer: Any, data: str, task_kind: str, *columns: Any) -> list[list[int]]:
+    """The token ids alone of :func:`read_plaintext`."""
+    return read_plaintext(tokenizer, data, task_kind, *columns)[0]
+
+
+def needs_public_text(shaking: ShakeSettings) -> bool:
+    """Whether making a key for ``shaking`` reads public text's token frequencies."""
+    return shaking.homophones.enabled or (shaking.substitute.enabled and shaking.substitute.keep_top > 0)
+
+
+def with_mechanism(key: ShakeKey, pretrained: str | None, tokenizer: Any) -> ShakeKey:
+    """``key`` with its substitution mechanism attached, from the public pretrained model's embedding
+    (``pretrained``, default the model the key was made for); a key that substitutes nothing as it is."""
+    if not key.substitutes:
+        return key
+    name = pretrained or key.model.name
+    rows = input_embedding(load_as_saved(name)).detach()
+    try:
+        return key.with_mechanism(rows, vocabulary_tokens(tokenizer, int(rows.shape[0])))
+    except KeyMismatchError as exc:
+        raise KeyMismatchError(f"{exc}; give the model the key was made for with --pretrained") from None
 
 
 def _check_task(task_kind: str, prompt_column: str | None) -> None:
@@ -350,6 +401,7 @@ def evaluate(
     key_path: Path | None = typer.Option(
         None, "--key", "-k", help="Run private inference: encode with this key, run the shaken model."
     ),
+    pretrained: str | None = Pretrained,
     task_kind: str = TaskKind,
     tokenizer_name: str | None = typer.Option(
         None, "--tokenizer", help="Tokenizer if the model directory has none (default: bundled MiniLM)."
@@ -389,6 +441,7 @@ def evaluate(
         tokenizer = load_tokenizer(tokenizer_name or DEFAULT_MODEL)
     if key is not None:
         key.check_tokenizer(tokenizer)
+        key = with_mechanism(key, pretrained, tokenizer)
     if task_kind == LM:
         pairs = DataSource.parse(data).load_documents(text_column, prompt_column, not no_header)
         _evaluate_lm(loaded, tokenizer, key, pairs, max_length, batch_size, where, as_json)
@@ -573,6 +626,7 @@ def generate(
         ..., "--model", "-m", help="The (tuned) shaken causal LM directory, as the cloud holds it."
     ),
     key_path: Path = KeyOption,
+    pretrained: str | None = Pretrained,
     prompt: str | None = typer.Option(None, "--prompt", "-p", help="One prompt to continue."),
     prompts: Path | None = typer.Option(
         None, "--prompts", help="A UTF-8 text file of prompts, one per line (blank lines are skipped)."
@@ -602,6 +656,7 @@ def generate(
         raise ShaketuneError(f"model directory not found: {model}")
     tokenizer = load_tokenizer(str(model))
     key.check_tokenizer(tokenizer)
+    key = with_mechanism(key, pretrained, tokenizer)
     loaded = load_as_saved(str(model))
     check_language_model(loaded)
     for warning in key.check_shaken(loaded):

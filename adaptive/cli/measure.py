@@ -7,12 +7,15 @@ from pathlib import Path
 import typer
 
 from adaptive.cli import options
-from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, warn
+from adaptive.cli.common import JsonOption, emit, handle_errors, literal, progress_bar, warn
+from adaptive.cli.flow import plaintext_ids, with_mechanism
+from objectives.data import DataError
 from objectives.device import resolve_device
 from objectives.encoded import load_encoded
-from objectives.leakage import attack_count, measure_leakage, public_knowledge
+from objectives.leakage import Plaintext, attack_count, measure_leakage, public_knowledge
 from objectives.models import DEFAULT_MODEL, load_as_saved, load_tokenizer
-from objectives.task import DataSource
+from objectives.repeated import Repeated
+from objectives.task import LM, DataSource
 from objectives.tokens import tokenize
 from objectives.trial import TrialRunner, TrialSettings, baseline_note
 from objectives.tuning import TuningBudget
@@ -33,9 +36,22 @@ def attack(
         help="Public text for the frequency prior (disjoint from the private data): a file, optionally "
         "with a row range, e.g. dev.tsv[1000:].",
     ),
+    private_data: str | None = typer.Option(
+        None,
+        "--private-data",
+        help=literal(
+            "The plaintext the upload was encoded from (a file, optionally with rows, read with the same "
+            "columns and --max-length as encode): attacks are then scored per occurrence against what was "
+            "written, on rare tokens too. Needed for a key that substitutes."
+        ),
+    ),
     text_column: str = options.TextColumn,
+    label_column: str = options.LabelColumn,
+    prompt_column: str | None = options.PromptColumn,
     no_header: bool = options.NoHeader,
-    max_length: int = typer.Option(128, "--max-length", min=4, help="Tokens per public text example."),
+    max_length: int = typer.Option(
+        128, "--max-length", min=4, help="Tokens per example of public text (and of --private-data)."
+    ),
     device: str = options.Device,
     as_json: bool = JsonOption,
 ) -> None:
@@ -49,6 +65,19 @@ def attack(
     upload = load_encoded(shaken_data)
     pretrained, tokenizer = load_as_saved(public_model), load_tokenizer(public_model)
     key.check_tokenizer(tokenizer)
+    key = with_mechanism(key, public_model, tokenizer)
+    plaintext = None
+    if private_data is not None:
+        kind = LM if upload.is_lm else "classification"
+        written = plaintext_ids(
+            tokenizer, private_data, kind, text_column, label_column, prompt_column, not no_header, max_length
+        )
+        if [len(s) for s in written] != [len(s) for s in upload.input_ids]:
+            raise DataError(
+                f"{private_data} does not match the upload token for token: read it with the columns and "
+                "--max-length encode used"
+            )
+        plaintext = Plaintext(written)
     public_ids: list[list[int]] = []
     if public_text is None:
         warn(
@@ -61,9 +90,12 @@ def attack(
     public = public_knowledge(pretrained, public_ids, tokenizer.all_special_ids)
     with progress_bar() as bar:
         rows = input_embedding(shaken).shape[0]
-        task = bar.add_task("attacking", total=attack_count(rows, public))
+        total = attack_count(rows, public, substituted=key.substitutes)
+        task = bar.add_task("attacking", total=total)
         advance = lambda name: bar.advance(task, 1)  # noqa: E731
-        leakage = measure_leakage(shaken, upload.input_ids, public, key, advance, device=where)
+        leakage = measure_leakage(
+            shaken, upload.input_ids, public, key, advance, device=where, plaintext=plaintext
+        )
     suite, informed = leakage.attacks, leakage.informed
     lines = [
         f"{name:22s} recovers {s.recovery:7.2%} ({s.seconds:.1f} s) {s.note}"
@@ -78,6 +110,17 @@ def attack(
         f"{leakage.bound:.2%} of {suite.occurrences} tokens",
         f"best attack run on the upload as it is ({suite.strongest}): {suite.leakage:.2%} (a lower bound)",
     ]
+    rare, exposure = leakage.bound_on("rare"), leakage.exposure
+    if rare is not None and exposure is not None:
+        lines.append(
+            f"rare tokens (outside the 1,000 most frequent public ones): bound {rare:.2%} of "
+            f"{exposure.occurrences['rare']}; {exposure.unchanged.all:.0%} of all tokens uploaded unchanged; "
+            f"always naming the most common token scores {exposure.floor.all:.1%}"
+        )
+    if plaintext is None:
+        lines.append(
+            "(scored per shaken id from the key alone; give --private-data to score what was written)"
+        )
     emit(leakage.to_dict(), as_json, lines)
 
 
@@ -100,6 +143,14 @@ def measure(
     max_length: int = options.MaxLength,
     attack_tuned: bool = options.AttackTuned,
     seed: int = typer.Option(0, "--seed", help="Seeds the trial key, the head, dropout and batch order."),
+    repeats: int = typer.Option(
+        1,
+        "--repeats",
+        min=1,
+        max=20,
+        help="Measure with this many seeds (--seed and the next ones): accuracies are averaged, leakage "
+        "figures taken at the worst seed.",
+    ),
     device: str = options.Device,
     as_json: bool = JsonOption,
 ) -> None:
@@ -113,6 +164,8 @@ def measure(
     )
     fidelity = options.fidelity(train_size, eval_size, max_length, attack_tuned)
     runner = TrialRunner(task, model, fidelity, device=where)
+    seeds = tuple(range(seed, seed + repeats))
+    results = []
     with progress_bar() as bar:
         tasks: dict[str, int] = {}
 
@@ -121,30 +174,60 @@ def measure(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        result = runner.run(chosen, key_seed=seed, tuning_seed=seed, progress=progress)
+        for one in seeds:
+            tasks.clear()
+            results.append(runner.run(chosen, key_seed=one, tuning_seed=one, progress=progress))
+    repeated = Repeated(seeds, tuple(results))
+    emit(repeated.to_dict(), as_json, measure_lines(chosen, repeated))
+
+
+def measure_lines(chosen: TrialSettings, repeated: Repeated) -> list[str]:
+    """What ``measure`` prints for a human: accuracy (averaged over the seeds), then every leakage
+    figure (the worst seed's), the sensitive ones first, the all-token figure in words beside them."""
+    result, figure = repeated.results[0], repeated.figure
+    accuracy, gap = figure("accuracy"), figure("accuracy_gap")
+    over = (
+        f" over {len(repeated.seeds)} seeds (+-{repeated.spread('accuracy'):.3f})"
+        if len(repeated.seeds) > 1
+        else ""
+    )
     lines = [
         f"settings  {chosen.shaking.describe()} | tuning {chosen.describe_budget()}",
-        f"accuracy  {result.accuracy:.4f} (plaintext {result.plaintext_accuracy:.4f}, "
-        f"gap {result.accuracy_gap:+.4f}{baseline_note(result.accuracy, result.baseline_accuracy)})",
+        f"accuracy  {accuracy:.4f}{over} (plaintext {figure('plaintext_accuracy'):.4f}, gap {gap:+.4f}"
+        f"{baseline_note(accuracy, result.baseline_accuracy)})",
     ]
+    if figure("recovered_accuracy") is not None:
+        lines.append(f"          the recovered model on plaintext: {figure('recovered_accuracy'):.4f}")
     if result.recovery is not None:
         run = result.recovery
         lines.append(
             f"recovery  {run.steps} steps, held-out loss {run.heldout_loss_before:.3f} -> "
             f"{run.heldout_loss_after:.3f}; accuracy without it {result.accuracy_without_recovery:.4f}"
         )
-    emit(
-        result.to_dict(),
-        as_json,
-        [
-            *lines,
-            f"leakage   bound {result.leakage_bound:.4f} (informed; {result.strongest_bound_attack})",
-            f"          best attack {result.leakage_attacks:.4f} (lower bound; {result.strongest_attack})",
-            f"cost      {result.cost_gflops:,.0f} GFLOP (measured on {result.device})",
-            "attacks   " + ", ".join(f"{k} {v:.3f}" for k, v in result.attacks.items()),
-            "informed  " + ", ".join(f"{k} {v:.3f}" for k, v in result.bound_attacks.items()),
-        ],
-    )
+    worst = " (worst seed)" if len(repeated.seeds) > 1 else ""
+    rare, secrets = figure("leakage_bound_rare"), figure("canary_recovery")
+    if rare is not None:
+        lines.append(
+            f"leakage   rare tokens: bound {rare:.4f} ({result.strongest_rare_attack}); planted secrets: "
+            f"{secrets:.4f} ({result.strongest_canary_attack}){worst}"
+        )
+    lines += [
+        f"          all tokens: bound {figure('leakage_bound'):.4f} (informed; "
+        f"{result.strongest_bound_attack}){worst}",
+        f"          best attack {figure('leakage_attacks'):.4f} (lower bound; {result.strongest_attack})",
+    ]
+    if result.tokens_unchanged is not None and result.blind_floor is not None:
+        lines.append(
+            f"          {figure('tokens_unchanged'):.0%} of the private tokens are uploaded unchanged "
+            "(readable once the permutation falls); always naming the most common token scores "
+            f"{result.blind_floor:.1%}"
+        )
+    lines += [
+        f"cost      {result.cost_gflops:,.0f} GFLOP (measured on {result.device})",
+        "attacks   " + ", ".join(f"{k} {v:.3f}" for k, v in result.attacks.items()),
+        "informed  " + ", ".join(f"{k} {v:.3f}" for k, v in result.bound_attacks.items()),
+    ]
+    return lines
 
 
 def register(app: typer.Typer) -> None:

@@ -21,6 +21,7 @@ from adaptive.cli.common import (
     warn,
     wide_console,
 )
+from adaptive.cli.flow import needs_public_text
 from adaptive.inputs import check_inputs
 from adaptive.runs import SearchTemplate
 from adaptive.samplers import DEFAULT_SAMPLER, SAMPLERS
@@ -60,7 +61,7 @@ StorageOption = typer.Option(
 )
 StudyOption = typer.Option(..., "--study", help="Study name.")
 MaxLeakage = typer.Option(
-    None, "--max-leakage", help="Cap: leakage (the study's leakage measure) at most this (0-1)."
+    None, "--max-leakage", help="Cap: leakage (the study's leakage figure) at most this (0-1)."
 )
 MinAccuracy = typer.Option(None, "--min-accuracy", help="Cap: accuracy at least this (0-1).")
 MaxCost = typer.Option(None, "--max-cost", help="Cap: cost at most this many GFLOP.")
@@ -73,6 +74,17 @@ def _csv(text: str | None, kind: type) -> tuple | None:
         return tuple(kind(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise SettingsError(f"cannot read {text!r} as a comma-separated list of {kind.__name__}") from None
+
+
+def _switches(text: str | None) -> tuple[bool, ...] | None:
+    """``off``, ``on`` or ``off,on`` as the switch values to search."""
+    if text is None:
+        return None
+    values = {"off": False, "on": True}
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts or any(part not in values for part in parts):
+        raise SettingsError(f"give off, on or off,on, not {text!r}")
+    return tuple(dict.fromkeys(values[part] for part in parts))
 
 
 def _front_rows(front: list) -> list[dict[str, Any]]:
@@ -98,6 +110,8 @@ FRONT_COLUMNS = {  # header: right-aligned
     "trial": True,
     "accuracy": True,
     "gap": True,
+    "rare tokens": True,
+    "secrets": True,
     "leakage bound": True,
     "best attack run": True,
     "GFLOP": True,
@@ -106,9 +120,9 @@ FRONT_COLUMNS = {  # header: right-aligned
 }
 
 
-def _percent_and_attack(value: float | None, attack: str | None) -> str:
+def _percent_and_attack(value: float | None, attack: str | None, missing: str = "not measured") -> str:
     if value is None:
-        return "not measured"
+        return missing
     return f"{value:.2%} {str(attack or '').removeprefix('shaken/')}"
 
 
@@ -127,6 +141,8 @@ def _front_table(title: str, rows: list[dict[str, Any]]) -> Table:
             f"{row['accuracy']:.4f}"
             + (" not learnt" if not_learnt(row["accuracy"], row["baseline_accuracy"]) else ""),
             f"{gap:+.4f}" if gap is not None else "",
+            escape(_percent_and_attack(row["leakage_bound_rare"], row["strongest_rare_attack"], "-")),
+            escape(_percent_and_attack(row["canary_recovery"], row["strongest_canary_attack"], "-")),
             escape(_percent_and_attack(row["leakage_bound"], row["strongest_bound_attack"])),
             escape(_percent_and_attack(row["leakage_attacks"], row["strongest_attack"])),
             f"{row['cost_gflops']:,.0f}",
@@ -137,10 +153,11 @@ def _front_table(title: str, rows: list[dict[str, Any]]) -> Table:
 
 
 LEAKAGE_CAPTION = (
-    "leakage bound: share of private tokens recovered by an attacker who knows the key's invertible "
-    "operators; best attack run: the suite on the upload as it is (a lower bound). Neither is a guarantee. "
-    "not learnt: no better than always giving the most common answer (label, or next token for a language "
-    "model)."
+    "rare tokens, secrets: the leakage bound on tokens outside the 1,000 most frequent public ones and on "
+    "planted names, numbers, e-mails and dates. leakage bound: share of every private token recovered by "
+    "an attacker who knows the key's invertible operators and public parts; best attack run: the suite on "
+    "the upload as it is (a lower bound). Neither is a guarantee. not learnt: no better than always giving "
+    "the most common answer (label, or next token for a language model)."
 )
 
 
@@ -174,6 +191,9 @@ def _config(stored: StudyConfig | None, given: dict[str, Any], name: str) -> Stu
         "recovery_objective": given["recovery_objective"],
         "max_shares": _csv(given["max_shares"], float),
         "lora_ranks": _csv(given["lora_ranks"], int),
+        "substitute": _switches(given["substitute"]),
+        "substitute_keep_top": _csv(given["keep_top"], int),
+        "substitute_candidates": _csv(given["candidates"], str),
     }
     return StudyConfig(
         model=given["model"] or base.model,
@@ -189,6 +209,7 @@ def _config(stored: StudyConfig | None, given: dict[str, Any], name: str) -> Stu
         seed=given["seed"] if given["seed"] is not None else base.seed,
         leakage_measure=given["leakage_measure"] or base.leakage_measure,
         strategy=given["strategy"] or base.strategy,
+        leakage_objective=given["leakage_objective"] or base.leakage_objective,
     )
 
 
@@ -289,6 +310,23 @@ def optimize(
         help="Homophonic flattening levels to choose from: the largest share of the text any one shaken "
         "id may carry, e.g. 1,0.005,0.002 (1: a 1:1 permutation).",
     ),
+    substitute: str | None = typer.Option(
+        None,
+        "--substitute",
+        help="Per-occurrence substitution to search: off, on or off,on (default off,on; see docs/flow.md).",
+    ),
+    keep_top: str | None = typer.Option(
+        None,
+        "--keep-top",
+        help="Substitution: how many of the most frequent public tokens may pass unchanged, to choose "
+        "from, e.g. 0,300,1000 (default 0,100,300,1000,3000).",
+    ),
+    candidates: str | None = typer.Option(
+        None,
+        "--candidates",
+        help="Substitution's candidate groups to choose from: vocabulary (one group per kind of token), "
+        "clusters (clusters of nearest tokens) or both, comma-separated (default both).",
+    ),
     max_leakage: float | None = MaxLeakage,
     no_leakage_cap: bool = typer.Option(
         False,
@@ -303,6 +341,12 @@ def optimize(
         "--leakage-measure",
         help="Leakage figure to minimise and cap: bound (default; the key's invertible operators assumed "
         "known to the attacker) or attacks (the suite's best attack, a lower bound).",
+    ),
+    leakage_objective: str | None = typer.Option(
+        None,
+        "--leakage-objective",
+        help="Which occurrences the leakage figure scores: sensitive (default for a new study: the worse "
+        "of rare tokens and planted secrets such as names and numbers) or all (every private token).",
     ),
     target: str | None = typer.Option(
         None, "--target", help="Target the study chooses settings for (default: study name)."
@@ -360,6 +404,10 @@ def optimize(
         target=target,
         seed=seed,
         leakage_measure=leakage_measure,
+        leakage_objective=leakage_objective,
+        substitute=substitute,
+        keep_top=keep_top,
+        candidates=candidates,
         strategy=strategy,
     )
     stored = study_config(load_study(study_name, backend)) if study_exists(study_name, backend) else None
@@ -588,7 +636,7 @@ def select(
             f"settings {chosen.settings.shaking.describe()} | tuning {chosen.settings.tuning.steps} steps",
             f"wrote {out}; make the real key with: shaketune keygen --settings {out} --out owner.key"
             + (
-                f" --public-text '{config.task.public}'" if chosen.settings.shaking.homophones.enabled else ""
+                f" --public-text '{config.task.public}'" if needs_public_text(chosen.settings.shaking) else ""
             ),
         ],
     )

@@ -316,6 +316,7 @@ def create_app(
             SearchSpace.from_dict(space),
             search.leakage_measure,
             search.strategy,
+            search.leakage_objective,
         )
         caps = Caps(**body.caps.model_dump())
         record = register_target(

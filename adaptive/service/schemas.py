@@ -9,7 +9,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from adaptive.scheduler import MAX_INTERVAL_SECONDS, MIN_INTERVAL_SECONDS
 from adaptive.study import DEFAULT_MAX_LEAKAGE
-from operators.settings import MAX_COPY_NOISE, MIN_MAX_SHARE
+from operators.settings import MAX_CLUSTER, MAX_COPY_NOISE, MAX_EPSILON, MAX_KEEP_TOP, MIN_MAX_SHARE
 from storage.repository import SEED_LIMIT
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # target names
@@ -25,6 +25,9 @@ RecoverySteps = Annotated[int, Field(ge=0, le=MAX_STEPS)]
 LearningRate = Annotated[float, Field(gt=0, lt=1)]
 MaxShare = Annotated[float, Field(ge=MIN_MAX_SHARE, le=1)]
 CopyNoise = Annotated[float, Field(ge=0, le=MAX_COPY_NOISE)]
+Epsilon = Annotated[float, Field(gt=0, le=MAX_EPSILON)]
+KeepTop = Annotated[int, Field(ge=0, le=MAX_KEEP_TOP)]
+ClusterSize = Annotated[int, Field(ge=2, le=MAX_CLUSTER)]
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 Source = Annotated[str, Field(min_length=1, max_length=1000, pattern=PRINTABLE)]
 
@@ -58,7 +61,8 @@ class CapsIn(Strict):
         DEFAULT_MAX_LEAKAGE,
         ge=0,
         le=1,
-        description=f"Leakage cap on the study's leakage measure (default {DEFAULT_MAX_LEAKAGE}); null: "
+        description=f"Leakage cap on the study's leakage figure (default {DEFAULT_MAX_LEAKAGE}, on the "
+        "sensitive figure unless the search's leakage_objective says all); null: "
         "no cap, an explicit opt-out (selections are then held to no privacy figure)",
     )
     min_accuracy: float | None = Field(None, ge=0, le=1)
@@ -93,6 +97,33 @@ class SpaceIn(Strict):
     recovery_objective: Literal["distill", "lm"] = "distill"
     max_shares: list[MaxShare] = Field([1.0, 0.005, 0.002], min_length=1, max_length=MAX_LIST)
     copy_noise: tuple[CopyNoise, CopyNoise] = (0.0, 4.0)
+    substitute: list[bool] = Field(
+        [False, True], min_length=1, max_length=2, description="Per-occurrence substitution off and/or on"
+    )
+    substitute_epsilon: tuple[Epsilon, Epsilon] = Field(
+        (0.5, 16.0), description="Range of substitution's per-occurrence epsilon (searched on a log scale)"
+    )
+    substitute_keep_top: list[KeepTop] = Field(
+        [0, 100, 300, 1000, 3000],
+        min_length=1,
+        max_length=MAX_LIST,
+        description="How many of the most frequent public tokens pass unchanged (0: none)",
+    )
+    substitute_candidates: list[Literal["vocabulary", "clusters"]] = Field(
+        ["vocabulary", "clusters"], min_length=1, max_length=2
+    )
+    substitute_k: list[ClusterSize] = Field(
+        [10, 20, 50],
+        min_length=1,
+        max_length=MAX_LIST,
+        description="Tokens per cluster (candidates clusters)",
+    )
+    substitute_pieces: list[bool] = Field(
+        [False, True],
+        min_length=1,
+        max_length=2,
+        description="Word continuations substituted whatever their frequency",
+    )
 
 
 class SearchIn(Strict):
@@ -105,6 +136,11 @@ class SearchIn(Strict):
         "bound",
         description="Leakage figure the search minimises and caps: the informed-adversary bound (the key's "
         "invertible operators assumed known) or the attack suite's best attack (a lower bound)",
+    )
+    leakage_objective: Literal["sensitive", "all"] = Field(
+        "sensitive",
+        description="Which occurrences the leakage figure scores: sensitive (the worse of rare tokens and "
+        "planted secrets: names, numbers, rare terms) or all (every private token)",
     )
     strategy: Literal["screened", "halving", "plain"] = Field(
         "screened",
@@ -153,7 +189,32 @@ class SelectionOut(BaseModel):
     leakage_attacks: float | None = Field(None, description="The suite's best attack run: a lower bound")
     strongest_bound_attack: str | None = None
     strongest_attack: str | None = None
-    leakage_summary: str = Field(description="Both figures in words, named for what they are")
+    leakage_objective: str | None = Field(
+        None,
+        description="Which occurrences the leakage objective scored: sensitive (the worse of rare tokens and "
+        "planted secrets) or all (None: recorded before sensitive figures)",
+    )
+    leakage_bound_rare: float | None = Field(
+        None,
+        description="Informed-adversary bound on rare tokens (outside the 1,000 most frequent public tokens)",
+    )
+    canary_recovery: float | None = Field(
+        None,
+        description="Share of the planted secrets' tokens (names, numbers, ...) the bound's attacker names",
+    )
+    leakage_attacks_rare: float | None = Field(None, description="The suite's best attack on rare tokens")
+    canary_recovery_attacks: float | None = Field(
+        None, description="The suite's best attack on planted secrets"
+    )
+    strongest_rare_attack: str | None = None
+    strongest_canary_attack: str | None = None
+    tokens_unchanged: float | None = Field(
+        None, description="Share of private tokens uploaded as written (readable once the permutation falls)"
+    )
+    blind_floor: float | None = Field(
+        None, description="What always naming the most common public token recovers of every token"
+    )
+    leakage_summary: str = Field(description="Every figure in words, named for what it is")
     caps: dict[str, Any]
     settings: dict[str, Any] = Field(
         description="Shaking settings and tuning budget: saved as a JSON file, keygen --settings accepts it"
