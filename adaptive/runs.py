@@ -55,7 +55,7 @@ from objectives.leakage import (
     check_objective,
 )
 from objectives.task import TaskSpec
-from objectives.trial import Fidelity
+from objectives.trial import PRIVATE, Fidelity, check_accuracy_of
 from operators.errors import SettingsError, ShaketuneError
 from storage.engine import ENV_VAR as STORAGE_ENV
 from storage.engine import optuna_storage
@@ -98,10 +98,12 @@ class SearchTemplate:
     leakage_measure: str = DEFAULT_LEAKAGE_MEASURE  # older templates: the bound, the safe default
     strategy: str = DEFAULT_STRATEGY  # how trials spend tuning (adaptive/screening.py)
     leakage_objective: str = DEFAULT_LEAKAGE_OBJECTIVE  # which occurrences leakage scores
+    accuracy_of: str = PRIVATE  # which accuracy the search maximises
 
     def __post_init__(self) -> None:
         check_measure(self.leakage_measure)
         check_objective(self.leakage_objective)
+        check_accuracy_of(self.accuracy_of)
         check_strategy(self.strategy)
         if self.trials < 1:
             raise SettingsError(f"trials must be >= 1, got {self.trials}")
@@ -131,6 +133,7 @@ class SearchTemplate:
             config.leakage_measure,
             config.strategy,
             config.leakage_objective,
+            config.accuracy_of,
         )
 
 
@@ -148,6 +151,7 @@ def config_for(target: TargetRecord) -> StudyConfig:
         leakage_measure=template.leakage_measure,
         strategy=template.strategy,
         leakage_objective=template.leakage_objective,
+        accuracy_of=template.accuracy_of,
     )
 
 

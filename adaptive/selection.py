@@ -37,19 +37,50 @@ class Candidate:
     leakage: float  # the figure the study optimised (see ``figures.measure``)
     figures: LeakageFigures | None = None
     baseline_accuracy: float | None = None  # always answering the most common label (None: not stored)
+    accuracy_of: str = "private"  # which accuracy ``accuracy`` is (the study's objective)
+    private_accuracy: float | None = None  # by private inference
+    recovered_accuracy: float | None = None  # the owner's recovered model on plaintext, where measured
+    plaintext_accuracy: float | None = None  # plaintext tuning at the same budget
 
     @classmethod
     def of(cls, study_name: str, trial: FrozenTrial) -> Candidate:
         accuracy, cost, leakage = objectives_of(trial)
         figures = leakage_figures(trial)
-        baseline = trial.user_attrs.get("baseline_accuracy")
+        attrs = trial.user_attrs
         return cls(
-            study_name, trial.number, trial_settings(trial), accuracy, cost, leakage, figures, baseline
+            study_name,
+            trial.number,
+            trial_settings(trial),
+            accuracy,
+            cost,
+            leakage,
+            figures,
+            attrs.get("baseline_accuracy"),
+            attrs.get("accuracy_of", "private"),
+            attrs.get("accuracy"),
+            attrs.get("recovered_accuracy"),
+            attrs.get("plaintext_accuracy"),
         )
 
     def describe_accuracy(self) -> str:
-        """The accuracy, with a loud note where it is no better than the most common label."""
-        return f"accuracy {self.accuracy:.4f}{baseline_note(self.accuracy, self.baseline_accuracy)}"
+        """The accuracy, which model it is of, the gap to plaintext tuning and the other accuracy where
+        measured; a loud note where it is no better than the most common label."""
+        what = (
+            "the recovered model's accuracy on plaintext" if self.accuracy_of == "recovered" else "accuracy"
+        )
+        text = f"{what} {self.accuracy:.4f}"
+        plaintext = self.plaintext_accuracy
+        if plaintext is not None:
+            text += f" (plaintext tuning {plaintext:.4f}, gap {plaintext - self.accuracy:+.4f})"
+        other = self.private_accuracy if self.accuracy_of == "recovered" else self.recovered_accuracy
+        if other is not None and other != self.accuracy:
+            label = (
+                "by private inference"
+                if self.accuracy_of == "recovered"
+                else "the recovered model on plaintext"
+            )
+            text += f"; {label} {other:.4f}"
+        return text + baseline_note(self.accuracy, self.baseline_accuracy)
 
     @classmethod
     def of_record(cls, record: SelectionRecord) -> Candidate:

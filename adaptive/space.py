@@ -5,8 +5,8 @@ operators, hence how many), and for each switched-on operator ``<op>.intensity``
 (conditional parameters); ``homophones.max_share`` (frequency flattening; 1.0 is a 1:1 permutation) and,
 below 1, ``homophones.copy_noise``; ``use_substitute`` (per-occurrence substitution) and, when on,
 ``substitute.epsilon`` (log scale), ``substitute.keep_top``, ``substitute.candidates`` (and for clusters
-``substitute.k``) and ``substitute.pieces`` (word continuations substituted whatever their frequency;
-numbers always are); ``recovery.steps`` and, when above 0, ``recovery.part`` (recovery
+``substitute.k``) and ``substitute.classes`` (what is substituted whatever its frequency: numbers, and
+whole words or word continuations); ``recovery.steps`` and, when above 0, ``recovery.part`` (recovery
 training on public text); then ``tuning.steps``, ``tuning.learning_rate`` and ``tuning.mode`` (and, for
 mode lora, ``tuning.lora_rank``, with alpha twice the rank, a common choice that keeps the update scale
 fixed across ranks). The
@@ -76,7 +76,7 @@ class SearchSpace:
     substitute_keep_top: tuple[int, ...] = (0, 100, 300, 1000, 3000)
     substitute_candidates: tuple[str, ...] = CANDIDATES
     substitute_k: tuple[int, ...] = (10, 20, 50)
-    substitute_pieces: tuple[bool, ...] = (False, True)
+    substitute_classes: tuple[str, ...] = ("numbers+words", "numbers", "numbers+pieces")
 
     def __post_init__(self) -> None:
         low, high = self.coverage
@@ -122,8 +122,10 @@ class SearchSpace:
             raise SettingsError(f"substitute candidates must be among {', '.join(CANDIDATES)}")
         if not self.substitute_k or not all(2 <= k <= MAX_CLUSTER for k in self.substitute_k):
             raise SettingsError(f"substitute k (tokens per cluster) must lie in [2, {MAX_CLUSTER}]")
-        if not self.substitute_pieces or any(not isinstance(on, bool) for on in self.substitute_pieces):
-            raise SettingsError("substitute_pieces must list false and/or true")
+        if not self.substitute_classes:
+            raise SettingsError("substitute classes must list at least one choice, e.g. numbers+words")
+        for choice in self.substitute_classes:
+            SubstituteSettings(1.0, classes=classes_of(choice))  # each choice must name known classes
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,8 +187,7 @@ class SearchSpace:
         k = 20
         if candidates == "clusters" or (flat and "clusters" in self.substitute_candidates):
             k = trial.suggest_categorical("substitute.k", list(self.substitute_k))
-        pieces = trial.suggest_categorical("substitute.pieces", list(self.substitute_pieces))
-        classes = ("numbers", "pieces") if pieces else ("numbers",)
+        classes = classes_of(trial.suggest_categorical("substitute.classes", list(self.substitute_classes)))
         return SubstituteSettings(epsilon, candidates, k, keep_top, classes) if on else SubstituteSettings()
 
     def params_of(self, settings: TrialSettings) -> dict[str, Any]:
@@ -242,11 +243,15 @@ class SearchSpace:
         )
         if params["substitute.candidates"] == "clusters":
             params["substitute.k"] = min(self.substitute_k, key=lambda k: abs(k - substitute.k))
-        pieces = "pieces" in substitute.classes
-        params["substitute.pieces"] = (
-            pieces if pieces in self.substitute_pieces else self.substitute_pieces[0]
-        )
+        named = "+".join(substitute.classes)
+        fits = named in self.substitute_classes
+        params["substitute.classes"] = named if fits else self.substitute_classes[0]
         return params
+
+
+def classes_of(choice: str) -> tuple[str, ...]:
+    """``numbers+words`` -> ("numbers", "words"): a choice of classes as the space names it."""
+    return tuple(part for part in choice.split("+") if part)
 
 
 def _clip(value: float, bounds: tuple[float, float]) -> float:

@@ -18,7 +18,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,15 @@ from objectives.leakage import (
     check_objective,
 )
 from objectives.task import TaskSpec
-from objectives.trial import Fidelity, TrialResult, TrialRunner, TrialSettings
+from objectives.trial import (
+    PRIVATE,
+    RECOVERED,
+    Fidelity,
+    TrialResult,
+    TrialRunner,
+    TrialSettings,
+    check_accuracy_of,
+)
 from operators.errors import SettingsError, ShaketuneError
 
 OBJECTIVES = ("accuracy", "cost_gflops", "leakage")
@@ -131,10 +139,12 @@ class StudyConfig:
     leakage_measure: str = DEFAULT_LEAKAGE_MEASURE  # which figure the leakage objective and caps use
     strategy: str = screening.DEFAULT_STRATEGY  # how trials spend tuning (adaptive/screening.py)
     leakage_objective: str = DEFAULT_LEAKAGE_OBJECTIVE  # which occurrences it scores: sensitive or all
+    accuracy_of: str = PRIVATE  # the accuracy maximised: private inference or the recovered model's
 
     def __post_init__(self) -> None:
         check_measure(self.leakage_measure)
         check_objective(self.leakage_objective)
+        check_accuracy_of(self.accuracy_of)
         screening.check_strategy(self.strategy)
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,6 +160,7 @@ class StudyConfig:
             "leakage_measure": self.leakage_measure,
             "strategy": self.strategy,
             "leakage_objective": self.leakage_objective,
+            "accuracy_of": self.accuracy_of,
         }
 
     @classmethod
@@ -165,6 +176,7 @@ class StudyConfig:
             leakage_measure=data.get("leakage_measure", ATTACKS),  # what studies measured before the bound
             strategy=data.get("strategy", screening.PLAIN),  # what studies did before screening
             leakage_objective=data.get("leakage_objective", ALL),  # what studies scored before rare tokens
+            accuracy_of=data.get("accuracy_of", PRIVATE),
         )
 
     def differences(self, other: StudyConfig) -> list[str]:
@@ -178,6 +190,7 @@ class StudyConfig:
             "caps",
             "leakage_measure",
             "leakage_objective",
+            "accuracy_of",
             "strategy",
         )
         return [key for key in keys if mine[key] != theirs[key]]
@@ -248,14 +261,16 @@ def record(
     caps: Caps,
     measure: str = DEFAULT_LEAKAGE_MEASURE,
     objective: str = ALL,
+    accuracy_of: str = PRIVATE,
 ) -> tuple[float, float, float]:
     """Store every figure of ``result`` on the trial, set the cap constraints, return the objectives
-    (leakage as ``measure`` and ``objective`` say)."""
+    (accuracy as ``accuracy_of`` says, leakage as ``measure`` and ``objective`` say)."""
     for name, value in result.to_dict().items():
         trial.set_user_attr(name, value)
     trial.set_user_attr("leakage_measure", measure)
     trial.set_user_attr("leakage_objective", objective)
-    accuracy = result.accuracy
+    trial.set_user_attr("accuracy_of", accuracy_of)
+    accuracy = result.accuracy_of(accuracy_of)
     if accuracy is None:  # stopped at a rung: its last score; before tuning: the worst possible
         accuracy = list(result.accuracy_by_steps.values())[-1] if result.accuracy_by_steps else 0.0
     values = (accuracy, result.cost_gflops, result.leakage(measure, objective))
@@ -334,7 +349,7 @@ def objective(
             rungs=rungs,
             known_leakage=reused,
         )
-        return record(trial, result, caps, measure, scored)
+        return record(trial, result, caps, measure, scored, config.accuracy_of)
 
     return run
 
@@ -533,5 +548,9 @@ def cost_in_gflops(runner: TrialRunner, config: StudyConfig) -> Callable[[TrialS
 
 
 def runner_for(config: StudyConfig, references: Any = None, device: torch.device = CPU) -> TrialRunner:
-    """The trial runner of a study's config, running on ``device`` (recorded in each trial's attributes)."""
-    return TrialRunner(config.task, config.model, config.fidelity, references, device)
+    """The trial runner of a study's config, running on ``device`` (recorded in each trial's attributes);
+    a study that maximises the recovered model's accuracy measures it in every trial."""
+    fidelity = config.fidelity
+    if config.accuracy_of == RECOVERED and not fidelity.check_recovered:
+        fidelity = replace(fidelity, check_recovered=True)
+    return TrialRunner(config.task, config.model, fidelity, references, device)

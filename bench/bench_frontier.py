@@ -110,6 +110,10 @@ ROWS = [
     substituted("subst. clusters of 20, eps 4, every token", 4.0, 0, k=20),
     substituted("subst. clusters of 20, eps 8, every token", 8.0, 0, k=20),
     substituted("subst. eps 4, keep 30, numbers+pieces", 4.0, 30),  # 30
+    substituted("subst. eps 2, keep 1000, numbers+words (rare-tokens)", 2.0, 1000, ("numbers", "words")),
+    substituted("subst. eps 4, keep 1000, numbers+words", 4.0, 1000, ("numbers", "words")),
+    substituted("subst. eps 2, keep 3000, numbers+words", 2.0, 3000, ("numbers", "words")),
+    substituted("subst. eps 2, keep 300, numbers+words", 2.0, 300, ("numbers", "words")),
 ]
 
 

@@ -69,6 +69,18 @@ from operators.settings import ShakeSettings
 from operators.vertical import dimension_count
 
 EVAL_BATCH = 64
+# which accuracy a search maximises: the cloud's model by private inference (queries encoded, and
+# substituted as an upload is), or the owner's recovered model on plaintext
+PRIVATE, RECOVERED = "private", "recovered"
+ACCURACY_OF = (PRIVATE, RECOVERED)
+
+
+def check_accuracy_of(source: str) -> str:
+    if source not in ACCURACY_OF:
+        raise SettingsError(f"accuracy of must be one of {', '.join(ACCURACY_OF)}, got {source!r}")
+    return source
+
+
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
@@ -243,6 +255,13 @@ class TrialResult:
         )
         values = [v for v in pair if v is not None]
         return max(values) if values else self._stored_leakage(measure, ALL)
+
+    def accuracy_of(self, source: str = PRIVATE) -> float | None:
+        """The accuracy by private inference, or the recovered model's (where measured; a 1:1 key's is
+        the same)."""
+        if check_accuracy_of(source) == RECOVERED and self.recovered_accuracy is not None:
+            return self.recovered_accuracy
+        return self.accuracy
 
     @property
     def accuracy_gap(self) -> float | None:

@@ -28,6 +28,7 @@ from operators.substitution import (
     Mechanism,
     keyed_uniforms,
     make_groups,
+    spared_ids,
     substitutable_ids,
     substitute_padded,
     substitute_sequences,
@@ -288,17 +289,20 @@ def build_mechanism(
     rows = embedding.detach().to("cpu", torch.float32)
     shape = replace(settings, epsilon=1.0)  # what the groups depend on
 
+    classes = token_classes(tokens)
+
     def groups() -> Any:
-        classes = token_classes(tokens)
-        return make_groups(settings, rows, classes, substitutable_ids(settings, classes, special_ids, kept))
+        mask = substitutable_ids(settings, classes, special_ids, kept)
+        whole = "words" in settings.classes  # kept tokens are then drawn with their word
+        spared = spared_ids(settings, classes, kept) if whole else None
+        return make_groups(settings, rows, classes, mask, spared)
+
+    def mechanism() -> Mechanism:
+        built = _remembered(known and ("groups", known, shape, tuple(kept)), groups)
+        return Mechanism(settings, rows, built, classes.continuation)
 
     known = embedding_sha256 or None
-    return _remembered(
-        known and ("mechanism", known, settings, tuple(kept)),
-        lambda: Mechanism(
-            settings, rows, _remembered(known and ("groups", known, shape, tuple(kept)), groups)
-        ),
-    )
+    return _remembered(known and ("mechanism", known, settings, tuple(kept)), mechanism)
 
 
 def kept_ids(prior: torch.Tensor, special_ids: Sequence[int], keep_top: int) -> tuple[int, ...]:

@@ -31,7 +31,7 @@ MAX_CHAIN_LENGTH = 8
 MIN_MAX_SHARE = 1e-4  # below this the embedding would grow by more than ~10,000 rows
 MAX_COPY_NOISE = 10.0
 CANDIDATES = ("vocabulary", "clusters")  # substitution's candidate groups (operators/substitution.py)
-SUBSTITUTED_CLASSES = ("numbers", "pieces")  # substituted whatever their frequency
+SUBSTITUTED_CLASSES = ("numbers", "pieces", "words")  # substituted whatever their frequency
 MAX_EPSILON = 1e6  # far beyond any useful privacy; large values make substitution the identity
 MAX_CLUSTER = 5000
 MAX_KEEP_TOP = 100_000
@@ -141,7 +141,7 @@ class SubstituteSettings:
     (one group per kind of token, SanText) or ``clusters`` (disjoint clusters of ``k`` nearest tokens,
     CusText); ``keep_top`` the most frequent public tokens pass unchanged (0: none), except those of the
     ``classes`` substituted whatever their frequency (``numbers``: any token holding a digit; ``pieces``:
-    word continuations)."""
+    word continuations; ``words``: every token of a word that holds a substituted one)."""
 
     epsilon: float = math.inf
     candidates: str = "vocabulary"
@@ -320,10 +320,11 @@ PRESETS: dict[str, ShakeSettings] = {
     "flattened-tilt-noise": ShakeSettings(
         1.0, _chain(("tilt", 1.5, 1.0), ("gaussian", 2.0, 1.0)), HomophoneSettings(0.001, 1.0)
     ),
-    # the 1,000 most frequent public tokens pass, everything else (numbers and word pieces always) is
-    # drawn from its whole kind of token: chosen by bench/bench_frontier.py (docs/benchmarks.md)
+    # the 1,000 most frequent public tokens pass unless they hold a digit or belong to a word with a rarer
+    # token; everything else is drawn from its whole kind of token: chosen by bench/bench_frontier.py
+    # (docs/benchmarks.md)
     "rare-tokens": ShakeSettings(
-        1.0, (), substitute=SubstituteSettings(4.0, "vocabulary", 20, 1000, ("numbers", "pieces"))
+        1.0, (), substitute=SubstituteSettings(2.0, "vocabulary", 20, 1000, ("numbers", "words"))
     ),
 }
 # Former names that claimed a privacy only the attack suite's lower bound supported: an informed attacker

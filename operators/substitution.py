@@ -17,8 +17,11 @@ does not stop a frequent token being guessed from its context.
 
 Who passes unchanged: special tokens, tokens the tokenizer never produces from text (bracketed, such as
 ``[unused5]`` or ``<0x0A>``), and the ``keep_top`` most frequent public tokens unless a class substituted
-whatever its frequency holds them (``numbers``: a digit anywhere; ``pieces``: word continuations).
-Nothing is ever replaced by a token that passes unchanged.
+whatever its frequency holds them (``numbers``: a digit anywhere; ``pieces``: word continuations). With
+the class ``words``, a word (a word start and the continuations after it) is substituted whole when any
+of its tokens is: a rare name or e-mail address loses its frequent pieces too, a frequent word split in
+pieces stays whole. A kept token substituted so is drawn in the group of its nearest substitutable token
+of its kind. Nothing is ever replaced by a kept token: kept tokens are never outputs.
 
 Draws. An occurrence's draw is a keyed hash (BLAKE2b, keyed from the key's seed) of the plaintext ids in a
 window of :data:`WINDOW` tokens either side: re-encoding the same text gives the same upload (no fresh
@@ -81,11 +84,14 @@ def token_classes(tokens: Sequence[str]) -> TokenClasses:
 @dataclass(frozen=True, eq=False)
 class Groups:
     """Disjoint candidate groups: ``group_of[i]`` (-1: passes unchanged), members of group g in
-    ``members[offsets[g] : offsets[g + 1]]`` (ascending ids)."""
+    ``members[offsets[g] : offsets[g + 1]]`` (ascending ids), the only possible outputs. ``input_of[i]``
+    is the group token i is drawn in when it is substituted: its own, or for a kept token (substituted
+    only with its word) the group of its nearest member of its kind; -1 for tokens never substituted."""
 
     group_of: torch.Tensor
     offsets: torch.Tensor
     members: torch.Tensor
+    input_of: torch.Tensor
 
     @property
     def count(self) -> int:
@@ -101,29 +107,44 @@ class Groups:
     def sizes(self) -> torch.Tensor:
         return self.offsets[1:] - self.offsets[:-1]
 
+    def inputs_of(self, group: int) -> torch.Tensor:
+        """Every token drawn in ``group`` when substituted: its members and the kept tokens attached."""
+        return torch.nonzero(self.input_of == group).flatten()
+
 
 def substitutable_ids(
     settings: SubstituteSettings, classes: TokenClasses, special_ids: Sequence[int], kept: Sequence[int]
 ) -> torch.Tensor:
-    """Which ids are substituted: all but special and unproducible tokens and the kept ones (``kept``:
-    the ``keep_top`` most frequent public tokens), whose classes in ``settings.classes`` are substituted
-    anyway."""
-    mask = ~classes.unproducible.clone()
-    mask[list(special_ids)] = False
-    spared = torch.zeros_like(mask)
+    """Which ids are substituted by themselves: all but special and unproducible tokens and the kept ones
+    (``kept``: the ``keep_top`` most frequent public tokens), whose classes in ``settings.classes`` are
+    substituted anyway."""
+    producible = ~classes.unproducible.clone()
+    producible[list(special_ids)] = False
+    return producible & ~spared_ids(settings, classes, kept)
+
+
+def spared_ids(settings: SubstituteSettings, classes: TokenClasses, kept: Sequence[int]) -> torch.Tensor:
+    """The kept ids that pass unchanged by themselves (those of an always-substituted class do not)."""
+    spared = torch.zeros(len(classes.numeric), dtype=torch.bool)
     spared[list(kept)] = True
     if "numbers" in settings.classes:
         spared &= ~classes.numeric
     if "pieces" in settings.classes:
         spared &= ~classes.continuation
-    return mask & ~spared
+    return spared & ~classes.unproducible
 
 
 def make_groups(
-    settings: SubstituteSettings, embedding: torch.Tensor, classes: TokenClasses, substitutable: torch.Tensor
+    settings: SubstituteSettings,
+    embedding: torch.Tensor,
+    classes: TokenClasses,
+    substitutable: torch.Tensor,
+    kept: torch.Tensor | None = None,
 ) -> Groups:
     """One group per kind of token (``vocabulary``) or disjoint clusters of ``settings.k`` nearest tokens
-    within each kind (``clusters``)."""
+    within each kind (``clusters``); ``kept`` tokens (substituted only with their word) are attached to
+    the group of their nearest member."""
+    kept = torch.zeros_like(substitutable) if kept is None else kept
     kinds = classes.kind
     parts: list[torch.Tensor] = []
     for kind in range(len(KIND_NAMES)):
@@ -140,7 +161,28 @@ def make_groups(
     sizes = torch.tensor([len(ids) for ids in parts], dtype=torch.long)
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(sizes, 0)])
     members = torch.cat([ids.sort().values for ids in parts]) if parts else torch.zeros(0, dtype=torch.long)
-    return Groups(group_of, offsets, members)
+    return Groups(group_of, offsets, members, attach_kept(embedding, kinds, substitutable, kept, group_of))
+
+
+def attach_kept(
+    embedding: torch.Tensor,
+    kinds: torch.Tensor,
+    substitutable: torch.Tensor,
+    kept: torch.Tensor,
+    group_of: torch.Tensor,
+) -> torch.Tensor:
+    """``Groups.input_of``: members in their own group, each ``kept`` token (substituted only with its
+    word) in the group of its nearest substitutable token of its kind."""
+    input_of = group_of.clone()
+    rows = embedding.float()
+    for kind in range(len(KIND_NAMES)):
+        targets = torch.nonzero(substitutable & (kinds == kind)).flatten()
+        attached = torch.nonzero(kept & (kinds == kind)).flatten()
+        for start in range(0, len(attached) if len(targets) else 0, CHUNK):
+            ids = attached[start : start + CHUNK]
+            nearest = torch.cdist(rows[ids], rows[targets]).argmin(dim=1)
+            input_of[ids] = group_of[targets[nearest]]
+    return input_of
 
 
 def greedy_clusters(rows: torch.Tensor, k: int) -> list[torch.Tensor]:
@@ -194,20 +236,49 @@ class Mechanism:
     Everything here follows from the settings, the public embedding and the kept ids, so the informed
     attacker has it too; the draws need the key (:func:`substitute_sequences`)."""
 
-    def __init__(self, settings: SubstituteSettings, embedding: torch.Tensor, groups: Groups) -> None:
+    def __init__(
+        self,
+        settings: SubstituteSettings,
+        embedding: torch.Tensor,
+        groups: Groups,
+        continuation: torch.Tensor | None = None,
+    ) -> None:
         if not settings.enabled:
             raise SettingsError("substitution is off (epsilon infinite): there is no mechanism")
         self.settings = settings
         self.epsilon = float(settings.epsilon)
         self.embedding = embedding.detach().to(torch.float32)
         self.groups = groups
+        size = len(groups.group_of)
+        self.continuation = torch.zeros(size, dtype=torch.bool) if continuation is None else continuation
+        self.whole_words = "words" in settings.classes
 
     def __repr__(self) -> str:
         return f"Mechanism(epsilon={self.epsilon:g}, groups={self.groups.count})"
 
     @property
     def substitutable(self) -> torch.Tensor:
+        """Ids substituted by themselves: the possible outputs."""
         return self.groups.substitutable
+
+    @property
+    def drawable(self) -> torch.Tensor:
+        """Ids that may be substituted: by themselves, or (kept ones) with their word."""
+        return self.groups.input_of >= 0
+
+    def chosen(self, flat: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """Which occurrences of a flat stream (``position``: each one's index in its sequence) are
+        substituted: the substitutable ones and, with whole words, every drawable token of a word that
+        holds one."""
+        chosen = self.substitutable[flat]
+        if not self.whole_words or not len(flat):
+            return chosen
+        starts = (position == 0) | ~self.continuation[flat]
+        word = torch.cumsum(starts.long(), 0) - 1
+        touched = torch.zeros(int(word[-1]) + 1, dtype=torch.bool).index_put_(
+            (word,), chosen, accumulate=True
+        )
+        return self.drawable[flat] & touched[word]
 
     def _distances(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Euclidean distances between the rows of ids ``a`` and ``b`` (float32; exactly 0 between an id
@@ -224,23 +295,23 @@ class Mechanism:
 
     @cached_property
     def normalisers(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """D(x) and log Z(x) for every substitutable x (0 elsewhere): what the likelihood of an output
-        under each possible input needs."""
+        """D(x) and log Z(x) for every drawable x (0 elsewhere): what the likelihood of an output under
+        each possible input needs."""
         size = len(self.groups.group_of)
         scale, log_z = torch.zeros(size, dtype=torch.float64), torch.zeros(size, dtype=torch.float64)
         for group in range(self.groups.count):
-            members = self.groups.members_of(group)
-            for start in range(0, len(members), CHUNK):
-                x = members[start : start + CHUNK]
+            members, inputs = self.groups.members_of(group), self.groups.inputs_of(group)
+            for start in range(0, len(inputs), CHUNK):
+                x = inputs[start : start + CHUNK]
                 logits, d = self._logits(x, members)
                 scale[x], log_z[x] = d.double(), torch.logsumexp(logits, dim=1).double()
         return scale, log_z
 
     def sample(self, x: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-        """The output for each occurrence of substitutable token ``x[j]`` given its draw ``uniform[j]`` in
+        """The output for each occurrence of drawable token ``x[j]`` given its draw ``uniform[j]`` in
         (0, 1): the inverse of the cumulative P(. | x) over x's group, members in id order."""
         out = x.clone()
-        groups = self.groups.group_of[x]
+        groups = self.groups.input_of[x]
         for group in torch.unique(groups).tolist():
             at = torch.nonzero(groups == group).flatten()
             members = self.groups.members_of(group)
@@ -268,31 +339,35 @@ class Mechanism:
             distance[start : start + CHUNK] = torch.linalg.vector_norm(inputs - rows[:, None, :], dim=-1)
         distance = distance.masked_fill(x == y[:, None], 0.0)
         value = -self.epsilon * distance / (2.0 * scale[x].clamp_min(1e-12)) - log_z[x]
-        same = self.groups.group_of[x] == self.groups.group_of[y][:, None]
+        same = (self.groups.input_of[x] == self.groups.group_of[y][:, None]) & (
+            self.groups.group_of[y][:, None] >= 0
+        )
         return value.masked_fill(~same, -torch.inf)
 
     def likely_inputs(
         self, y: torch.Tensor, log_prior: torch.Tensor, m: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """For each substitutable output ``y[j]``, the (at most) ``m`` inputs of its group with the
-        highest log P(y | x) + ``log_prior[x]``: (inputs n x m, log P(y | x) n x m), padded with y itself
-        at -inf where a group has fewer members."""
+        """For each output ``y[j]`` (a member of a group), the (at most) ``m`` inputs drawn in its group
+        with the highest log P(y | x) + ``log_prior[x]``: (inputs n x m, log P(y | x) n x m), padded with
+        y itself at -inf where a group has fewer inputs."""
         scale, log_z = self.normalisers
-        width = min(m, int(self.groups.sizes().max())) if self.groups.count else 1
+        width = (
+            min(m, int(torch.bincount(self.groups.input_of[self.drawable]).max())) if self.groups.count else 1
+        )
         inputs = y[:, None].repeat(1, width)
         likelihood = torch.full((len(y), width), -torch.inf, dtype=torch.float64)
         groups = self.groups.group_of[y]
         for group in torch.unique(groups).tolist():
             at = torch.nonzero(groups == group).flatten()
-            members = self.groups.members_of(group)
-            take = min(width, len(members))
+            candidates = self.groups.inputs_of(group)
+            take = min(width, len(candidates))
             for start in range(0, len(at), CHUNK):
                 rows = at[start : start + CHUNK]
-                distance = self._distances(y[rows], members)  # symmetric: read per input x, with its D(x)
-                factor = (-self.epsilon / (2.0 * scale[members].clamp_min(1e-12))).float()
-                value = distance.mul_(factor).sub_(log_z[members].float())
-                best = torch.topk(value + log_prior[members].float(), take, dim=1).indices
-                inputs[rows, :take] = members[best]
+                distance = self._distances(y[rows], candidates)  # symmetric: read per input x, its D(x)
+                factor = (-self.epsilon / (2.0 * scale[candidates].clamp_min(1e-12))).float()
+                value = distance.mul_(factor).sub_(log_z[candidates].float())
+                best = torch.topk(value + log_prior[candidates].float(), take, dim=1).indices
+                inputs[rows, :take] = candidates[best]
                 likelihood[rows, :take] = value.gather(1, best).double()
         return inputs, likelihood
 
@@ -342,12 +417,17 @@ def substitute_sequences(
     ids = torch.from_numpy(flat)
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= len(mechanism.substitutable)):
         raise SettingsError(f"token ids must lie in [0, {len(mechanism.substitutable)}) for this key")
-    chosen = torch.nonzero(mechanism.substitutable[ids]).flatten()
+    chosen = torch.nonzero(mechanism.chosen(ids, positions(sequences))).flatten()
     if len(chosen):
         ids = ids.clone()
         ids[chosen] = mechanism.sample(ids[chosen], draws(windows[chosen.numpy()]))
     pieces = ids.split([len(s) for s in sequences])
     return [piece.tolist() for piece in pieces]
+
+
+def positions(sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Each occurrence's index within its sequence, flattened."""
+    return torch.as_tensor([p for seq in sequences for p in range(len(seq))], dtype=torch.long)
 
 
 def substitute_padded(

@@ -316,3 +316,58 @@ def test_private_inference_substitutes_queries_as_uploaded(
     first = evaluate_accuracy(shaken, ids[:64], labels[:64], 0, key=key)
     again = evaluate_accuracy(shaken, ids[:64], labels[:64], 0, key=key, batch_size=7)  # other padding
     assert first == again
+
+
+def test_a_causal_lm_reads_and_continues_substituted_text_as_the_settings_say(tiny_causal_lm, tiny_tokenizer):
+    """At an epsilon so large that nothing changes, a substituting key scores and generates exactly as the
+    horizontal-only key of the same seed; at a small one, the prompt reaches the model substituted."""
+    import copy
+
+    from objectives.next_token import evaluate_next_token
+    from operators.generation import private_generate
+
+    rows = input_embedding(tiny_causal_lm).detach().clone()
+    tokens = vocabulary_tokens(tiny_tokenizer, rows.shape[0])
+
+    def shaken(settings):
+        key = generate_key(settings, tiny_causal_lm, tiny_tokenizer, "tiny", SEED)
+        return key.with_mechanism(rows, tokens), shake_model(copy.deepcopy(tiny_causal_lm), key)
+
+    plain_key, plain_model = shaken(ShakeSettings(1.0, ()))
+    same_key, same_model = shaken(ShakeSettings(1.0, (), substitute=SubstituteSettings(1e6)))
+    g = torch.Generator().manual_seed(0)
+    docs = [torch.randint(5, rows.shape[0], (int(n),), generator=g).tolist() for n in (6, 9, 12)]
+    with torch.no_grad():
+        a = evaluate_next_token(plain_model, docs, [1, 1, 1], 0, key=plain_key)
+        b = evaluate_next_token(same_model, docs, [1, 1, 1], 0, key=same_key)
+        assert a == b
+        prompt = docs[2][:5]
+        assert private_generate(same_model, same_key, prompt, 6) == private_generate(
+            plain_model, plain_key, prompt, 6
+        )
+        low_key, _ = shaken(ShakeSettings(1.0, (), substitute=SubstituteSettings(0.5)))
+        assert low_key.substitute([prompt])[0] != prompt  # what the cloud reads of a prompt is substituted
+
+
+def test_whole_words_take_their_frequent_pieces_with_them(minilm, minilm_tokenizer, public_prior):
+    """With the class ``words``, a word holding a substituted token is substituted whole (a rare name or
+    e-mail address loses its frequent pieces too), while a frequent word stays whole."""
+    tokens = vocabulary_tokens(minilm_tokenizer, len(public_prior))
+    ids = minilm_tokenizer(["the film is by jsmith84 and it is good ."])["input_ids"]
+    pieces = minilm_tokenizer.convert_ids_to_tokens(ids[0])
+    assert pieces[5:9] == ["j", "##smith", "##8", "##4"]
+
+    def substituted(classes):
+        key = substituting_key(
+            SubstituteSettings(4.0, "vocabulary", 20, 3000, classes), minilm, minilm_tokenizer, public_prior
+        )
+        assert minilm_tokenizer.convert_tokens_to_ids("j") in key.kept  # a frequent token on its own
+        out = key.substitute(ids)[0]
+        return [a != b for a, b in zip(ids[0], out, strict=True)], out
+
+    alone, _ = substituted(("numbers",))
+    whole, out = substituted(("numbers", "words"))
+    assert alone[5] is False and all(alone[6:9])  # "j" passes on its own: the address leaks its initial
+    assert all(whole[5:9])  # with its word, it is drawn too
+    assert not any(whole[1:5]) and not any(whole[9:-1])  # "the film is by", "and it is good ." stay
+    assert not tokens[out[5]].startswith("##") and all(tokens[i].startswith("##") for i in out[6:9])

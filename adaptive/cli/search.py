@@ -87,6 +87,21 @@ def _switches(text: str | None) -> tuple[bool, ...] | None:
     return tuple(dict.fromkeys(values[part] for part in parts))
 
 
+def _other_accuracy(row: dict[str, Any]) -> str:
+    """The other accuracy beside the objective's, where they differ: the recovered model's beside private
+    inference's, or the reverse for a study that maximises the recovered model's."""
+    recovered = row.get("accuracy_of") == "recovered"
+    other = row.get("private_accuracy") if recovered else row.get("recovered_accuracy")
+    if other is None or other == row["accuracy"]:
+        return ""
+    return f" / {other:.4f} {'private' if recovered else 'recovered'}"
+
+
+def _gap(plaintext: float | None, accuracy: float) -> float | None:
+    """Plaintext tuning's accuracy minus the objective's (the one the study maximises)."""
+    return None if plaintext is None else plaintext - accuracy
+
+
 def _front_rows(front: list) -> list[dict[str, Any]]:
     rows = []
     for trial in front:
@@ -95,7 +110,10 @@ def _front_rows(front: list) -> list[dict[str, Any]]:
             {
                 "trial": trial.number,
                 "accuracy": accuracy,
-                "accuracy_gap": trial.user_attrs.get("accuracy_gap"),
+                "accuracy_gap": _gap(trial.user_attrs.get("plaintext_accuracy"), accuracy),
+                "accuracy_of": trial.user_attrs.get("accuracy_of", "private"),
+                "recovered_accuracy": trial.user_attrs.get("recovered_accuracy"),
+                "private_accuracy": trial.user_attrs.get("accuracy"),
                 "baseline_accuracy": trial.user_attrs.get("baseline_accuracy"),
                 "cost_gflops": cost,
                 "leakage": leakage,
@@ -139,7 +157,8 @@ def _front_table(title: str, rows: list[dict[str, Any]]) -> Table:
         table.add_row(
             str(row["trial"]),
             f"{row['accuracy']:.4f}"
-            + (" not learnt" if not_learnt(row["accuracy"], row["baseline_accuracy"]) else ""),
+            + (" not learnt" if not_learnt(row["accuracy"], row["baseline_accuracy"]) else "")
+            + _other_accuracy(row),
             f"{gap:+.4f}" if gap is not None else "",
             escape(_percent_and_attack(row["leakage_bound_rare"], row["strongest_rare_attack"], "-")),
             escape(_percent_and_attack(row["canary_recovery"], row["strongest_canary_attack"], "-")),
@@ -210,6 +229,7 @@ def _config(stored: StudyConfig | None, given: dict[str, Any], name: str) -> Stu
         leakage_measure=given["leakage_measure"] or base.leakage_measure,
         strategy=given["strategy"] or base.strategy,
         leakage_objective=given["leakage_objective"] or base.leakage_objective,
+        accuracy_of=given["accuracy_of"] or base.accuracy_of,
     )
 
 
@@ -342,6 +362,12 @@ def optimize(
         help="Leakage figure to minimise and cap: bound (default; the key's invertible operators assumed "
         "known to the attacker) or attacks (the suite's best attack, a lower bound).",
     ),
+    accuracy_of: str | None = typer.Option(
+        None,
+        "--accuracy-of",
+        help="The accuracy to maximise: private (default: the cloud's model by private inference, queries "
+        "encoded and substituted as uploaded) or recovered (the owner's recovered model on plaintext).",
+    ),
     leakage_objective: str | None = typer.Option(
         None,
         "--leakage-objective",
@@ -405,6 +431,7 @@ def optimize(
         seed=seed,
         leakage_measure=leakage_measure,
         leakage_objective=leakage_objective,
+        accuracy_of=accuracy_of,
         substitute=substitute,
         keep_top=keep_top,
         candidates=candidates,
@@ -619,6 +646,10 @@ def select(
             "policy": policy,
             "reason": reason,
             "accuracy": chosen.accuracy,
+            "accuracy_of": config.accuracy_of,
+            "private_accuracy": chosen.private_accuracy,
+            "recovered_accuracy": chosen.recovered_accuracy,
+            "plaintext_accuracy": chosen.plaintext_accuracy,
             "baseline_accuracy": chosen.baseline_accuracy,
             "cost_gflops": chosen.cost_gflops,
             "leakage": chosen.leakage,

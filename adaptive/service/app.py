@@ -317,6 +317,7 @@ def create_app(
             search.leakage_measure,
             search.strategy,
             search.leakage_objective,
+            search.accuracy_of,
         )
         caps = Caps(**body.caps.model_dump())
         record = register_target(

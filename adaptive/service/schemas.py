@@ -28,6 +28,7 @@ CopyNoise = Annotated[float, Field(ge=0, le=MAX_COPY_NOISE)]
 Epsilon = Annotated[float, Field(gt=0, le=MAX_EPSILON)]
 KeepTop = Annotated[int, Field(ge=0, le=MAX_KEEP_TOP)]
 ClusterSize = Annotated[int, Field(ge=2, le=MAX_CLUSTER)]
+SubstitutedClasses = Literal["numbers", "numbers+words", "numbers+pieces", "words", "pieces", ""]
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 Source = Annotated[str, Field(min_length=1, max_length=1000, pattern=PRINTABLE)]
 
@@ -118,11 +119,12 @@ class SpaceIn(Strict):
         max_length=MAX_LIST,
         description="Tokens per cluster (candidates clusters)",
     )
-    substitute_pieces: list[bool] = Field(
-        [False, True],
+    substitute_classes: list[SubstitutedClasses] = Field(
+        ["numbers+words", "numbers", "numbers+pieces"],
         min_length=1,
-        max_length=2,
-        description="Word continuations substituted whatever their frequency",
+        max_length=6,
+        description="What is substituted whatever its frequency, to choose from: numbers, whole words that "
+        "hold a substituted token (words), word continuations (pieces)",
     )
 
 
@@ -141,6 +143,12 @@ class SearchIn(Strict):
         "sensitive",
         description="Which occurrences the leakage figure scores: sensitive (the worse of rare tokens and "
         "planted secrets: names, numbers, rare terms) or all (every private token)",
+    )
+    accuracy_of: Literal["private", "recovered"] = Field(
+        "private",
+        description="The accuracy the search maximises: private (the cloud's model by private inference, "
+        "queries encoded and substituted as uploaded) or recovered (the owner's recovered model on "
+        "plaintext; every trial then measures it). Both are recorded either way where measured",
     )
     strategy: Literal["screened", "halving", "plain"] = Field(
         "screened",

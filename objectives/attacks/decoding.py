@@ -147,13 +147,12 @@ def calibrated_weight(mechanism: Mechanism, public: Any, candidates: int) -> flo
         model = BigramModel(codes, counts, unigram)
         truth, position = _flatten(test)
         generator = torch.Generator().manual_seed(0)
-        drawn = truth.clone()
-        chosen = torch.nonzero(mechanism.substitutable[truth]).flatten()
+        chosen = torch.nonzero(mechanism.chosen(truth, position)).flatten()
         if not len(chosen):
             return 1.0
-        drawn[chosen] = mechanism.sample(
-            truth[chosen], torch.rand(len(chosen), generator=generator) * 0.999 + 5e-4
-        )
+        uniform = torch.rand(len(chosen), generator=generator, dtype=torch.float64) * 0.999 + 5e-4
+        drawn = truth.clone()
+        drawn[chosen] = mechanism.sample(truth[chosen], uniform)
         lattice = build_lattice(mechanism, drawn, position, torch.log(unigram), candidates)
         scores = {
             w: float((decode(lattice, model, torch.log(unigram), w) == truth)[chosen].float().mean())
