@@ -39,9 +39,10 @@ from operators.settings import (  # noqa: E402
     SubstituteSettings,
 )
 
-TARGETS = {  # name: (figure, largest leakage, largest gap)
-    "(i) sensitive": ("sensitive", 0.02, 0.01),
-    "(ii) all tokens": ("all", 0.25, 0.03),
+TARGETS = {  # name: (figure, largest leakage, largest gap, which gap)
+    "(i) sensitive, private inference": ("sensitive", 0.02, 0.01, "gap"),
+    "(i) sensitive, the recovered model": ("sensitive", 0.02, 0.01, "recovered_gap"),
+    "(ii) all tokens, private inference": ("all", 0.25, 0.03, "gap"),
 }
 BUDGET = TuningBudget(steps=150, batch_size=16, learning_rate=1e-4, mode="full")
 FIDELITY = Fidelity(attack_tuned=True, compare_recovery=False)
@@ -137,6 +138,7 @@ def figures(results: list[TrialResult]) -> dict[str, float | None]:
         "accuracy": mean([r.accuracy for r in results]),
         "gap": mean([r.accuracy_gap for r in results]),
         "recovered": mean([r.recovered_accuracy for r in results]),
+        "recovered_gap": mean([r.recovered_gap for r in results]),
         "all": mean([r.leakage_bound for r in results]),
         "rare": mean([r.leakage_bound_rare for r in results]),
         "canary": mean([r.canary_recovery for r in results]),
@@ -163,9 +165,10 @@ def describe(label: str, results: list[TrialResult], seconds: float) -> str:
     )
 
 
-def distance(f: dict[str, float | None], figure: str, bound: float, gap: float) -> float:
-    """How far a row's figures are from a target (0: met)."""
-    return max((f[figure] or 0.0) - bound, 0.0) + max((f["gap"] or 0.0) - gap, 0.0)
+def distance(f: dict[str, float | None], figure: str, bound: float, gap: float, which: str = "gap") -> float:
+    """How far a row's figures are from a target (0: met; a gap not measured never meets it)."""
+    measured = f[which] if f[which] is not None else float("inf")
+    return max((f[figure] or 0.0) - bound, 0.0) + max(measured - gap, 0.0)
 
 
 def main() -> None:
@@ -206,12 +209,13 @@ def main() -> None:
         print(describe(item.label, results, time.perf_counter() - started), flush=True)
         measured.append((item.label, figures(results)))
     print()
-    for name, (figure, bound, gap) in TARGETS.items():
-        label, f = min(measured, key=lambda m: distance(m[1], figure, bound, gap))
-        met = "MET" if distance(f, figure, bound, gap) == 0 else "MISSED"
+    for name, (figure, bound, gap, which) in TARGETS.items():
+        label, f = min(measured, key=lambda m: distance(m[1], figure, bound, gap, which))
+        met = "MET" if distance(f, figure, bound, gap, which) == 0 else "MISSED"
+        shown = "not measured" if f[which] is None else f"{f[which]:+.3f}"
         print(
             f"target {name} ({figure} bound <= {bound:.0%}, gap <= {gap * 100:.0f} points): {met}; closest: "
-            f"{label} ({figure} {f[figure]:.3f}, gap {f['gap']:+.3f}, over {len(seeds)} seed(s))"
+            f"{label} ({figure} {f[figure]:.3f}, {which} {shown}, over {len(seeds)} seed(s))"
         )
 
 

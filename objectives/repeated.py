@@ -9,7 +9,14 @@ from typing import Any
 
 from objectives.trial import TrialResult
 
-AVERAGED = ("accuracy", "plaintext_accuracy", "accuracy_gap", "recovered_accuracy", "baseline_accuracy")
+AVERAGED = (
+    "accuracy",
+    "plaintext_accuracy",
+    "accuracy_gap",
+    "recovered_accuracy",
+    "recovered_gap",
+    "baseline_accuracy",
+)
 WORST = (
     "leakage_bound",
     "leakage_attacks",

@@ -198,8 +198,8 @@ class TrialResult:
     strongest_rare_attack: str = ""  # what sets leakage_bound_rare
     strongest_canary_attack: str = ""  # what sets canary_recovery
     blind_floor: float | None = None  # always naming the most frequent public token, on every token
-    tokens_unchanged: float | None = None  # share of private tokens uploaded as written (pi aside)
-    rare_unchanged: float | None = None  # the same on rare tokens
+    tokens_unchanged: float | None = None  # share of private tokens uploaded as written (pi aside; keys
+    rare_unchanged: float | None = None  # that substitute only); the same on rare tokens
     leakage_report: StagedLeakage | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -213,6 +213,9 @@ class TrialResult:
     ) -> TrialResult:
         """A result whose leakage fields come from ``leakage`` and whose cost from ``flops``."""
         exposure = leakage.exposure
+        # the unchanged shares say something only where occurrences are substituted (else every token
+        # reaches the cloud as written, permutation aside, and the rows decide)
+        unchanged = exposure.unchanged if exposure and settings.shaking.substitute.enabled else None
         return cls(
             settings=settings,
             key_fingerprint=key_fingerprint,
@@ -232,8 +235,8 @@ class TrialResult:
             strongest_rare_attack=leakage.strongest_on("rare"),
             strongest_canary_attack=leakage.strongest_on("canary"),
             blind_floor=exposure.floor.all if exposure else None,
-            tokens_unchanged=exposure.unchanged.all if exposure else None,
-            rare_unchanged=exposure.unchanged.rare if exposure else None,
+            tokens_unchanged=unchanged.all if unchanged else None,
+            rare_unchanged=unchanged.rare if unchanged else None,
             **measured,
         )
 
@@ -270,6 +273,13 @@ class TrialResult:
             return None
         return self.plaintext_accuracy - self.accuracy
 
+    @property
+    def recovered_gap(self) -> float | None:
+        """Plaintext accuracy minus the recovered model's on plaintext (where measured)."""
+        if self.recovered_accuracy is None or self.plaintext_accuracy is None:
+            return None
+        return self.plaintext_accuracy - self.recovered_accuracy
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "settings": self.settings.to_dict(),
@@ -282,6 +292,7 @@ class TrialResult:
             "accuracy_gap": self.accuracy_gap,
             "accuracy_without_recovery": self.accuracy_without_recovery,
             "recovered_accuracy": self.recovered_accuracy,
+            "recovered_gap": self.recovered_gap,
             "recovery": self.recovery.to_dict() if self.recovery else None,
             "leakage_bound": self.leakage_bound,
             "leakage_attacks": self.leakage_attacks,

@@ -371,10 +371,6 @@ class Mechanism:
                 likelihood[rows, :take] = value.gather(1, best).double()
         return inputs, likelihood
 
-    def keep_probability(self, x: torch.Tensor) -> torch.Tensor:
-        """P(x | x): how often an occurrence of substitutable ``x`` comes out unchanged."""
-        return torch.exp(-self.normalisers[1][x])
-
 
 def occurrence_windows(
     sequences: Sequence[Sequence[int]], width: int = WINDOW

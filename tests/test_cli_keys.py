@@ -65,6 +65,37 @@ def test_owner_flow_private_inference_equals_recovered_model(workdir, key_path):
     assert not plain["private_inference"]
 
 
+def test_a_substituting_key_runs_the_owners_flow_and_the_attack_scores_what_was_written(workdir, sst2):
+    """The rare-tokens preset through the CLI: its key needs public text; encoding draws the same upload
+    every time; private evaluation and the attack read the public model for the mechanism; the attack is
+    scored against the plaintext only when it is given (and refuses otherwise)."""
+    public = f"{sst2 / 'dev.tsv'}[1000:]"
+    key = workdir / "rare.key"
+    refused = run("keygen", "--preset", "rare-tokens", "--out", str(key), ok=False)
+    assert "need --public-text" in refused["error"]
+    made = run("keygen", "--preset", "rare-tokens", "--public-text", public, "--out", str(key))
+    remember_seed(key)
+    assert made["settings"]["substitute"]["keep_top"] == 1000
+    data = f"{workdir / 'data.tsv'}[0:64]"
+    first, second = workdir / "rare-1.jsonl", workdir / "rare-2.jsonl"
+    run("encode", "--key", str(key), "--data", data, "--max-length", "32", "--out", str(first))
+    run("encode", "--key", str(key), "--data", data, "--max-length", "32", "--out", str(second))
+    assert first.read_bytes() == second.read_bytes()  # the same text, the same upload
+    shaken, tuned = workdir / "rare-shaken", workdir / "rare-tuned"
+    run("shake", "--key", str(key), "--out", str(shaken))
+    run("tune", "--model", str(shaken), "--data", str(first), "--out", str(tuned), "--steps", "2")
+    private = run("evaluate", "--model", str(tuned), "--data", data, "--key", str(key), "--max-length", "32")
+    assert private["examples"] == 64 and private["private_inference"]
+    attack = ["attack", "--shaken-model", str(shaken), "--shaken-data", str(first), "--truth-key", str(key)]
+    attack += ["--public-text", public, "--max-length", "32"]
+    assert "scored against the plaintext" in run(*attack, ok=False)["error"]
+    scored = run(*attack, "--private-data", data)
+    assert "decoding" in scored["informed_attacks"]
+    assert scored["exposure"]["unchanged"]["all"] < 0.9 and scored["leakage_bound_rare"] < 0.05
+    mismatch = run(*attack, "--private-data", f"{workdir / 'data.tsv'}[1:65]", ok=False)
+    assert "does not match the upload" in mismatch["error"]
+
+
 def test_keygen_from_a_settings_file_and_its_errors(workdir):
     settings = workdir / "settings.json"
     settings.write_text(json.dumps({"coverage": 0.5, "vertical": [{"op": "laplace", "intensity": 1.0}]}))

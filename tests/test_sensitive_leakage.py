@@ -178,3 +178,20 @@ def test_a_trial_states_the_sensitive_figures_and_canaries_never_reach_accuracy(
         second.leakage_report.exposure.occurrences["canary"]
         != first.leakage_report.exposure.occurrences["canary"]
     )
+
+
+def test_repeated_measurements_average_accuracy_and_keep_the_worst_leakage(runner):
+    import dataclasses
+
+    from objectives.repeated import Repeated
+
+    settings = TrialSettings(ShakeSettings(1.0, ()), BUDGET)
+    measured = runner.run(settings, key_seed=2, tuning_seed=2)
+    one = dataclasses.replace(measured, leakage_bound_rare=0.2, canary_recovery=0.5)
+    two = dataclasses.replace(one, accuracy=one.accuracy - 0.1, leakage_bound_rare=0.9, canary_recovery=0.1)
+    summary = Repeated((2, 3), (one, two)).to_dict()
+    assert summary["seeds"] == [2, 3] and len(summary["per_seed"]) == 2
+    assert summary["accuracy"] == pytest.approx(one.accuracy - 0.05)
+    assert summary["accuracy_gap"] == pytest.approx(one.accuracy_gap + 0.05)
+    assert (summary["leakage_bound_rare"], summary["canary_recovery"]) == (0.9, 0.5)  # each at its worst
+    assert Repeated((2,), (one,)).to_dict() == {**one.to_dict(), "seeds": [2]}

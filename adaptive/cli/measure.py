@@ -197,7 +197,10 @@ def measure_lines(chosen: TrialSettings, repeated: Repeated) -> list[str]:
         f"{baseline_note(accuracy, result.baseline_accuracy)})",
     ]
     if figure("recovered_accuracy") is not None:
-        lines.append(f"          the recovered model on plaintext: {figure('recovered_accuracy'):.4f}")
+        lines.append(
+            f"          the recovered model on plaintext: {figure('recovered_accuracy'):.4f} "
+            f"(gap {figure('recovered_gap'):+.4f})"
+        )
     if result.recovery is not None:
         run = result.recovery
         lines.append(

@@ -18,7 +18,7 @@ from objectives.attacks.function import FunctionAttack
 from objectives.attacks.grouping import GroupedAttack
 from objectives.attacks.nearest import NearestNeighbourAttack, PosteriorAttack
 from objectives.attacks.relational import RelationalAttack
-from objectives.attacks.scoring import SUBSETS, Occurrences, Recovery
+from objectives.attacks.scoring import Occurrences
 from objectives.attacks.view import CloudView, GroundTruth, PublicKnowledge
 from objectives.device import CPU
 
@@ -192,9 +192,3 @@ def score_of(guess: Guess, occurrences: Occurrences, seconds: float) -> AttackSc
     else:
         recovery = occurrences.score_ids(guess.ids)
     return AttackScore(recovery.all, seconds, guess.note, recovery.rare, recovery.canary)
-
-
-def best_of(report: LeakageReport) -> Recovery:
-    """The best attack's figure on each subset."""
-    figures = {subset: report.figure(subset) for subset in SUBSETS}
-    return Recovery(figures["all"] or 0.0, figures["rare"], figures["canary"])
