@@ -149,7 +149,7 @@ def test_a_study_searches_substitution_under_the_default_cap_on_what_matters(sst
     planted secrets); the selection states those figures and the all-token one beside them."""
     options = [o for o in tiny_search(sst2, "2", leakage_cap=True) if o not in ("--substitute", "off")]
     made = run(
-        "optimize", "--study", "subst", "--storage", storage, "--trials", "2", "--seed", "5",
+        "optimize", "--study", "subst", "--storage", storage, "--trials", "1", "--seed", "5",
         *options, "--substitute", "on", "--keep-top", "300", "--candidates", "vocabulary",
         "--operators", "gaussian",
     )  # fmt: skip
