@@ -489,26 +489,49 @@ def _execute(
         def cancelled() -> bool:
             return heartbeat.lost.is_set() or repository.get_run(run_id).state == "cancelling"
 
-        run_budget(study, objective(config, runner, progress), run.trials, repository, should_stop=cancelled)
+        def watched(stage: str, done: int, total: int) -> None:
+            """Progress, and the point where a worker whose run is no longer its own (ended or handed to
+            another while this process was frozen) stops, at its next step rather than its next trial."""
+            if heartbeat.lost.is_set():
+                raise RunCancelled
+            if progress is not None:
+                progress(stage, done, total)
+
+        run_budget(study, objective(config, runner, watched), run.trials, repository, should_stop=cancelled)
         if heartbeat.lost.is_set():
             return repository.get_run(run_id)  # another worker has the run now
         if cancelled():
             raise RunCancelled
         message = decide_selection(repository, target, study, config.caps)
         repository.update_target(target.name, last_study=run.study_name)
-        done = repository.update_run(
-            run_id, owner=owner, state="succeeded", finished_at=utcnow(), message=message
-        )
-        return done or repository.get_run(run_id)
+        return finish_run(repository, run_id, owner, "succeeded", message)
     except RunCancelled:
-        done = repository.update_run(
-            run_id, owner=owner, state="cancelled", finished_at=utcnow(), message="cancelled"
-        )
-        return done or repository.get_run(run_id)
+        return finish_run(repository, run_id, owner, "cancelled", "cancelled")
     except Exception as exc:
         message = f"{type(exc).__name__}: {str(exc)[:500]}"
-        repository.update_run(run_id, owner=owner, state="failed", finished_at=utcnow(), message=message)
+        current = repository.get_run(run_id)
+        if not _still_mine(current, owner):  # ended or taken over while this worker was stopped
+            state = current.state if current else "gone"
+            log.warning("run %s is %s and no longer this worker's: %s dropped", run_id, state, message)
+            return current
+        finish_run(repository, run_id, owner, "failed", message)
         raise
+
+
+def _still_mine(run: RunRecord | None, owner: tuple[str, int]) -> bool:
+    return run is not None and run.state in ACTIVE_STATES and (run.host, run.pid) == owner
+
+
+def finish_run(
+    repository: Repository, run_id: int, owner: tuple[str, int], state: str, message: str
+) -> RunRecord:
+    """A worker's final write: only while the run is still active and still this worker's, so a worker
+    resumed after the service ended or re-launched its run (a frozen process) never overwrites a terminal
+    state; returns the run as it then is."""
+    done = repository.update_run(
+        run_id, expected=ACTIVE_STATES, owner=owner, state=state, finished_at=utcnow(), message=message
+    )
+    return done or repository.get_run(run_id)
 
 
 def raise_on_sigterm() -> None:

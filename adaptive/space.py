@@ -6,12 +6,13 @@ operators, hence how many), and for each switched-on operator ``<op>.intensity``
 below 1, ``homophones.copy_noise``; ``use_substitute`` (per-occurrence substitution) and, when on,
 ``substitute.epsilon`` (log scale), ``substitute.keep_top``, ``substitute.candidates`` (and for clusters
 ``substitute.k``) and ``substitute.classes`` (what is substituted whatever its frequency: numbers, and
-whole words or word continuations); ``recovery.steps`` and, when above 0, ``recovery.part`` (recovery
-training on public text); then ``tuning.steps``, ``tuning.learning_rate`` and ``tuning.mode`` (and, for
-mode lora, ``tuning.lora_rank``, with alpha twice the rank, a common choice that keeps the update scale
-fixed across ranks). The
-chain applies the chosen operators in a fixed order: linear maps first (tilt, inflate, addv), noise
-last. The budget takes values from short lists so that plaintext references are shared between trials.
+whole words or word continuations); ``use_mix`` (cluster mixing of the embedding rows) and, when on,
+``mix.k``, ``mix.tau`` (log scale) and ``mix.noise``; ``recovery.steps`` and, when above 0,
+``recovery.part`` (recovery training on public text); then ``tuning.steps``, ``tuning.learning_rate``
+and ``tuning.mode`` (and, for mode lora, ``tuning.lora_rank``, with alpha twice the rank, a common choice
+that keeps the update scale fixed across ranks). The chain applies the chosen operators in a fixed order:
+linear maps first (tilt, inflate, addv), noise last; mixing comes before the chain. The budget takes
+values from short lists so that plaintext references are shared between trials.
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ from operators.settings import (
     MAX_COPY_NOISE,
     MAX_EPSILON,
     MAX_KEEP_TOP,
+    MAX_MIX_K,
+    MAX_MIX_NOISE,
+    MAX_MIX_TAU,
     MIN_MAX_SHARE,
+    MIN_MIX_TAU,
     HomophoneSettings,
+    MixSettings,
     OperatorSettings,
     ShakeSettings,
     SubstituteSettings,
@@ -77,6 +83,10 @@ class SearchSpace:
     substitute_candidates: tuple[str, ...] = CANDIDATES
     substitute_k: tuple[int, ...] = (10, 20, 50)
     substitute_classes: tuple[str, ...] = ("numbers+words", "numbers", "numbers+pieces")
+    mix: tuple[bool, ...] = (False, True)  # cluster mixing of the embedding rows off, on
+    mix_k: tuple[int, ...] = (10, 20, 50, 100)
+    mix_tau: tuple[float, float] = (0.1, 2.0)  # searched on a log scale
+    mix_noise: tuple[float, float] = (0.0, 4.0)
 
     def __post_init__(self) -> None:
         low, high = self.coverage
@@ -107,6 +117,7 @@ class SearchSpace:
         if not self.modes or bad_modes:
             raise SettingsError(f"tuning modes must be among {', '.join(TUNING_MODES)}")
         self._check_substitution()
+        self._check_mixing()
         object.__setattr__(self, "operators", tuple(op for op in CHAIN_ORDER if op in self.operators))
 
     def _check_substitution(self) -> None:
@@ -127,6 +138,20 @@ class SearchSpace:
         for choice in self.substitute_classes:
             SubstituteSettings(1.0, classes=classes_of(choice))  # each choice must name known classes
 
+    def _check_mixing(self) -> None:
+        if not self.mix or any(not isinstance(on, bool) for on in self.mix):
+            raise SettingsError("mix must list false and/or true")
+        if not self.mix_k or not all(2 <= k <= MAX_MIX_K for k in self.mix_k):
+            raise SettingsError(f"mix k (rows mixed) must lie in [2, {MAX_MIX_K}]")
+        low, high = self.mix_tau
+        if not MIN_MIX_TAU <= low <= high <= MAX_MIX_TAU:
+            raise SettingsError(
+                f"mix tau range must lie in [{MIN_MIX_TAU:g}, {MAX_MIX_TAU:g}], got {low, high}"
+            )
+        low, high = self.mix_noise
+        if not 0.0 <= low <= high <= MAX_MIX_NOISE:
+            raise SettingsError(f"mix noise range must lie in [0, {MAX_MIX_NOISE:g}], got {low, high}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -136,6 +161,7 @@ class SearchSpace:
         tuples.setdefault("recovery_steps", (0,))  # stored before recovery training was searched
         tuples.setdefault("max_shares", (1.0,))  # stored before homophones were searched
         tuples.setdefault("substitute", (False,))  # stored before substitution was searched
+        tuples.setdefault("mix", (False,))  # stored before mixing was searched
         return cls(**tuples)
 
     # --- Optuna ------------------------------------------------------------------------------------
@@ -158,6 +184,7 @@ class SearchSpace:
             if max_share < 1.0:
                 homophones = HomophoneSettings(max_share, noise)
         substitute = self._suggest_substitution(trial, flat)
+        mix = self._suggest_mixing(trial, flat)
         recovery = RecoveryBudget()
         recovery_steps = trial.suggest_categorical("recovery.steps", list(self.recovery_steps))
         if recovery_steps > 0:
@@ -173,8 +200,18 @@ class SearchSpace:
             rank = trial.suggest_categorical("tuning.lora_rank", list(self.lora_ranks))
             lora = {"lora_rank": rank, "lora_alpha": 2.0 * rank, "lora_targets": self.lora_targets}
         budget = TuningBudget(steps, self.batch_size, learning_rate, mode, **lora)
-        shaking = ShakeSettings(coverage, tuple(chain), homophones, substitute)
+        shaking = ShakeSettings(coverage, tuple(chain), homophones, substitute, mix)
         return TrialSettings(shaking, budget, recovery)
+
+    def _suggest_mixing(self, trial: optuna.Trial, flat: bool) -> MixSettings:
+        """Mixing's parameters, asked only when it is on (every one with ``flat``)."""
+        on = trial.suggest_categorical("use_mix", list(self.mix))
+        if not (on or (flat and True in self.mix)):
+            return MixSettings()
+        k = trial.suggest_categorical("mix.k", list(self.mix_k))
+        tau = trial.suggest_float("mix.tau", *self.mix_tau, log=True)
+        noise = trial.suggest_float("mix.noise", *self.mix_noise)
+        return MixSettings(k, tau, noise) if on else MixSettings()
 
     def _suggest_substitution(self, trial: optuna.Trial, flat: bool) -> SubstituteSettings:
         """Substitution's parameters, asked only when it is on (every one with ``flat``)."""
@@ -212,6 +249,7 @@ class SearchSpace:
         if params["homophones.max_share"] < 1.0:
             params["homophones.copy_noise"] = _clip(homophones.copy_noise, self.copy_noise)
         params.update(self._substitution_params(settings.shaking.substitute))
+        params.update(self._mixing_params(settings.shaking.mix))
         recovery = settings.recovery
         params["recovery.steps"] = min(self.recovery_steps, key=lambda s: abs(s - recovery.steps))
         if params["recovery.steps"] > 0:
@@ -246,6 +284,16 @@ class SearchSpace:
         named = "+".join(substitute.classes)
         fits = named in self.substitute_classes
         params["substitute.classes"] = named if fits else self.substitute_classes[0]
+        return params
+
+    def _mixing_params(self, mix: MixSettings) -> dict[str, Any]:
+        """The parameters of :meth:`_suggest_mixing` nearest to ``mix``."""
+        on = mix.enabled and True in self.mix
+        params: dict[str, Any] = {"use_mix": on if on in self.mix else self.mix[0]}
+        if params["use_mix"]:
+            params["mix.k"] = min(self.mix_k, key=lambda k: abs(k - mix.k))
+            params["mix.tau"] = _clip(mix.tau, self.mix_tau)
+            params["mix.noise"] = _clip(mix.noise, self.mix_noise)
         return params
 
 

@@ -34,6 +34,7 @@ from objectives.trial import Fidelity, MemoryReferences, TrialResult, TrialRunne
 from objectives.tuning import TuningBudget  # noqa: E402
 from operators.settings import (  # noqa: E402
     HomophoneSettings,
+    MixSettings,
     OperatorSettings,
     ShakeSettings,
     SubstituteSettings,
@@ -62,6 +63,7 @@ def row(
     recovery: int = 0,
     frozen_rows: bool = False,
     substitute: SubstituteSettings | None = None,
+    mix: MixSettings | None = None,
 ) -> Row:
     """One setting; ``frozen_rows``: recovery training and tuning train everything but the input
     embedding (part and mode ``body``), so every stage the cloud sees holds the rows as uploaded."""
@@ -70,8 +72,13 @@ def row(
     part = "body" if frozen_rows else "all"
     budget = RecoveryBudget(recovery, part=part) if recovery else RecoveryBudget()
     tuning = replace(BUDGET, mode="body") if frozen_rows else BUDGET
-    shaking = ShakeSettings(1.0, chain, homophones, substitute or SubstituteSettings())
+    shaking = ShakeSettings(1.0, chain, homophones, substitute or SubstituteSettings(), mix or MixSettings())
     return Row(label, TrialSettings(shaking, tuning, budget))
+
+
+def mixed(label: str, k: int, tau: float, noise: float, substitute: SubstituteSettings | None = None) -> Row:
+    """A cluster-mixing row (operators/mixing.py), optionally with substitution."""
+    return row(label, [], substitute=substitute, mix=MixSettings(k, tau, noise))
 
 
 def substituted(label: str, epsilon: float, keep: int, classes=("numbers", "pieces"), k: int = 0) -> Row:
@@ -80,6 +87,7 @@ def substituted(label: str, epsilon: float, keep: int, classes=("numbers", "piec
     return row(label, [], substitute=SubstituteSettings(epsilon, candidates, k or 20, keep, tuple(classes)))
 
 
+RARE_TOKENS = SubstituteSettings(2.0, "vocabulary", 20, 1000, ("numbers", "words"))
 ROWS = [
     row("tilt 1.5 + gaussian 1.5 (1:1)", [("tilt", 1.5), ("gaussian", 1.5)]),
     row("gaussian 4, recovery 600", [("gaussian", 4.0)], recovery=600),
@@ -115,6 +123,12 @@ ROWS = [
     substituted("subst. eps 4, keep 1000, numbers+words", 4.0, 1000, ("numbers", "words")),
     substituted("subst. eps 2, keep 3000, numbers+words", 2.0, 3000, ("numbers", "words")),
     substituted("subst. eps 2, keep 300, numbers+words", 2.0, 300, ("numbers", "words")),
+    mixed("mix 50 nearest, tau 1, noise 2", 50, 1.0, 2.0),  # 35
+    mixed("mix 50 nearest, tau 1, noise 1", 50, 1.0, 1.0),
+    mixed("mix 20 nearest, tau 0.5, noise 2", 20, 0.5, 2.0),
+    mixed("mix 50 nearest, tau 1, noise 3", 50, 1.0, 3.0),
+    mixed("mix 50 nearest, tau 1, noise 2 + rare-tokens", 50, 1.0, 2.0, RARE_TOKENS),
+    mixed("mix 100 nearest, tau 1, noise 1", 100, 1.0, 1.0),  # 40
 ]
 
 

@@ -325,15 +325,28 @@ class StagedLeakage:
 def informed_view(view: CloudView, key: ShakeKey, public: PublicKnowledge) -> CloudView:
     """The upload with the key's invertible vertical operators undone (the noise stays): what an attacker
     who had already recovered the secret linear map would hold, with the substitution mechanism (all of
-    it but the draws). The owner computes it with the key."""
-    return undone(view, key.vertical_chain(embedding_scale(public.embedding)), key.mechanism)
+    it but the draws) and the mixing (all of it but the noise). The owner computes it with the key;
+    compare it with :func:`informed_public`."""
+    chain = key.vertical_chain(embedding_scale(public.embedding))
+    return undone(view, chain, key.mechanism, key.mixing_of(public.embedding))
 
 
-def undone(view: CloudView, chain: VerticalChain, mechanism: Any = None) -> CloudView:
+def undone(view: CloudView, chain: VerticalChain, mechanism: Any = None, mixing: Any = None) -> CloudView:
     """``view`` with ``chain``'s invertible operators undone and its noise left in place; ``mechanism``:
-    the key's substitution mechanism, which the informed attacker holds."""
+    the key's substitution mechanism, ``mixing``: its mixing of the public rows, both of which the
+    informed attacker holds."""
     rows = chain.undo_invertible(view.embedding.detach().to(torch.float32))
-    return CloudView(rows, view.token_ids, mechanism=mechanism)
+    return CloudView(rows, view.token_ids, mechanism=mechanism, mixing=mixing)
+
+
+def informed_public(public: PublicKnowledge, key: ShakeKey) -> PublicKnowledge:
+    """The public knowledge the informed attacker compares the upload with: for a key that mixes, every
+    public row replaced by its noiseless mix (the informed attacker computes it from the settings)."""
+    mixing = key.mixing_of(public.embedding)
+    if mixing is None:
+        return public
+    settings = key.settings.mix
+    return public.mixed(mixing, f"{settings.k}/{settings.tau!r}")
 
 
 def measure_leakage(
@@ -405,9 +418,10 @@ def _measure_rows(
     suite = run_attacks(view, public, truth, attacks, advance=advance, device=device)
     chain = key.vertical_chain(embedding_scale(public.embedding))
     mechanism = key.mechanism if decode else None
-    informed_rows = undone(view, chain, mechanism)
-    if chain.has_invertible:
-        informed = run_attacks(informed_rows, public, truth, advance=advance, informed=True, device=device)
+    informed_rows = undone(view, chain, mechanism, key.mixing_of(public.embedding))
+    if chain.has_invertible or key.mixes:
+        known = informed_public(public, key)
+        informed = run_attacks(informed_rows, known, truth, advance=advance, informed=True, device=device)
     else:
         informed = same_as_suite(suite, view, public, advance)
         decoders = decoding_attacks(bool(public.prior.sum() > 0), mechanism is not None)
@@ -448,19 +462,21 @@ def attack_count(
     trained_body: bool = False,
     output_rows: bool | None = None,
     substituted: bool = False,
+    mixed: bool = False,
 ) -> int:
     """How many attacks :func:`measure_view` runs on a view of ``view_rows`` rows (for progress bars);
     ``output_rows``: an untied head's rows are attacked too (default: whenever ``public`` holds the
     public output embedding, as :func:`measure_leakage` then does for a model of that architecture);
-    ``substituted``: the key substitutes, so its text is decoded too."""
+    ``substituted``: the key substitutes, so its text is decoded too; ``mixed``: the key mixes rows."""
     view = CloudView(torch.empty(view_rows, 0), [], model=object() if trained_body else None)
-    informed = CloudView(view.embedding, [], mechanism=object() if substituted else None)
+    mixing = object() if mixed else None
+    informed = CloudView(view.embedding, [], mechanism=object() if substituted else None, mixing=mixing)
     count = len(suite_for(view, public)) + len(suite_for(informed, public, informed=True))
     if output_rows is None:
         output_rows = public.output_embedding is not None
     if output_rows:
         output_public = public.of_output_rows() or public  # the counts depend on sizes and prior alone
-        output = CloudView(torch.empty(view_rows, 0), [])
+        output = CloudView(torch.empty(view_rows, 0), [], mixing=mixing)
         informed = suite_for(output, output_public, informed=True)
         count += len(row_attacks(output, output_public)) + len(informed)
     return count

@@ -817,7 +817,9 @@ class TrialRunner:
     ) -> StageLeakage:
         """Both leakage figures of one stage; ``trained_body``: the cloud also holds a body trained on
         shaken ids (after recovery training or tuning), which function matching runs."""
-        total = attack_count(key.shaken_vocab_size, self.public, trained_body, substituted=key.substitutes)
+        total = attack_count(
+            key.shaken_vocab_size, self.public, trained_body, substituted=key.substitutes, mixed=key.mixes
+        )
         advance = _counter("attacks", total, report)
         with torch.no_grad():
             return measure_leakage(

@@ -1,4 +1,7 @@
-"""Key implantation: shake a model's vocabulary tensors in place, E'[pi(i)] = V(E[i]).
+"""Key implantation: shake a model's vocabulary tensors in place, E'[pi(i)] = V(M(E)[i]).
+
+M is the key's cluster mixing (:mod:`operators.mixing`; the identity unless the settings mix), V its vertical
+chain.
 
 Works on any Hugging Face model with an input embedding. Tied output layers follow automatically; an
 untied output embedding gets the same permutation and its own vertical noise; vocabulary-sized biases
@@ -97,7 +100,7 @@ def shake_model(model: nn.Module, key: ShakeKey) -> nn.Module:
         for matrix, label in ((tensors.input_weight, "input"), (tensors.output_weight, "output")):
             if matrix is not None:
                 chain = key.vertical_chain(embedding_scale(matrix))
-                matrix.copy_(chain.apply(matrix, noise_label=label))
+                matrix.copy_(chain.apply(key.mixed_rows(matrix, label), noise_label=label))
     _remap_rows(tensors, key.permutation.rows_to_shaken)
     set_marker(model, "shaken", key)
     return model
@@ -123,7 +126,8 @@ def _copy_rows(matrix: torch.Tensor, key: ShakeKey, label: str, copy_label: str)
     copy noise (stream ``copy_label``), both at this matrix's own scale."""
     homophones = key.horizontal
     scale = embedding_scale(matrix)
-    rows = key.vertical_chain(scale).apply(homophones.rows_to_shaken(matrix.detach()), noise_label=label)
+    mixed = key.mixed_rows(matrix.detach(), label)
+    rows = key.vertical_chain(scale).apply(homophones.rows_to_shaken(mixed), noise_label=label)
     intensity = key.settings.homophones.copy_noise
     return add_copy_noise(rows, homophones, intensity, scale, key, noise_label=copy_label)
 

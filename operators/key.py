@@ -22,8 +22,9 @@ from operators.errors import KeyMismatchError, SettingsError, ShaketuneError
 from operators.homophonic import Homophones, copy_counts, dense_copies, make_homophones, sparse_copies
 from operators.horizontal import Permutation, make_permutation
 from operators.identity import ModelIdentity, input_embedding, tensor_sha256, vocabulary_sha256
+from operators.mixing import Mixing, make_mixing, mix_rows
 from operators.randomness import KeyStream
-from operators.settings import ShakeSettings, SubstituteSettings
+from operators.settings import MixSettings, ShakeSettings, SubstituteSettings
 from operators.substitution import (
     Mechanism,
     keyed_uniforms,
@@ -34,7 +35,7 @@ from operators.substitution import (
     substitute_sequences,
     token_classes,
 )
-from operators.vertical import VerticalChain, build_chain
+from operators.vertical import VerticalChain, build_chain, embedding_scale
 
 SEED_BYTES = 32
 CONFIG_MARKER = "shaketune"  # attribute of a shaken/recovered model's config
@@ -178,6 +179,27 @@ class ShakeKey:
         """A reproducible stream of copy choices (for measurements that must repeat exactly)."""
         return self._stream(f"occurrences/{label}")
 
+    @property
+    def mixes(self) -> bool:
+        """Whether embedding rows are mixed with their neighbours before the vertical chain."""
+        return self.settings.mix.enabled
+
+    def mixing_of(self, rows: torch.Tensor) -> Mixing | None:
+        """The public mixing of a vocabulary matrix (neighbours and weights from its own rows), None when
+        the key mixes nothing: what the informed attacker computes from the public rows."""
+        if not self.mixes:
+            return None
+        return mixing_for(self.settings.mix, rows, self.model.special_ids)
+
+    def mixed_rows(self, matrix: torch.Tensor, label: str = "input") -> torch.Tensor:
+        """``matrix`` (a pretrained vocabulary matrix) mixed and noised as the key says; unchanged when
+        the key mixes nothing. ``label`` separates the noise of different matrices."""
+        mixing = self.mixing_of(matrix)
+        if mixing is None:
+            return matrix
+        scale = embedding_scale(matrix)
+        return mix_rows(matrix, mixing, self.settings.mix.noise, scale, self._stream("mix"), label)
+
     def vertical_chain(self, scale: float) -> VerticalChain:
         """The vertical operators bound to their secret parameters for an embedding of this scale."""
         return build_chain(self.settings.vertical, self.model.hidden_size, scale, self._stream("vertical"))
@@ -303,6 +325,14 @@ def build_mechanism(
 
     known = embedding_sha256 or None
     return _remembered(known and ("mechanism", known, settings, tuple(kept)), mechanism)
+
+
+def mixing_for(settings: MixSettings, rows: torch.Tensor, special_ids: Sequence[int]) -> Mixing:
+    """The mixing of ``rows`` under ``settings`` (its neighbour search takes seconds), kept per process for
+    the last few matrices and settings."""
+    rows = rows.detach().to("cpu", torch.float32)
+    known = ("mixing", tensor_sha256(rows), settings.k, settings.tau, tuple(special_ids))
+    return _remembered(known, lambda: make_mixing(rows, settings, special_ids))
 
 
 def kept_ids(prior: torch.Tensor, special_ids: Sequence[int], keep_top: int) -> tuple[int, ...]:

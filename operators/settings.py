@@ -12,7 +12,9 @@ part of the horizontal/vertical mix. ``vertical`` is the operator chain, applied
 :mod:`operators.homophonic`); without it the map is a 1:1 permutation. An optional
 ``"substitute": {"epsilon": 4, "candidates": "vocabulary", "keep_top": 300, "classes": ["numbers"]}``
 replaces each occurrence of a token, before the permutation, by one drawn from its candidate group (see
-:mod:`operators.substitution`).
+:mod:`operators.substitution`). An optional ``"mix": {"k": 10, "tau": 0.05, "noise": 0.5}`` replaces each
+embedding row, before the vertical chain, by a softmax-weighted mix of its ``k`` nearest rows plus noise
+(see :mod:`operators.mixing`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ SUBSTITUTED_CLASSES = ("numbers", "pieces", "words")  # substituted whatever the
 MAX_EPSILON = 1e6  # far beyond any useful privacy; large values make substitution the identity
 MAX_CLUSTER = 5000
 MAX_KEEP_TOP = 100_000
+MAX_MIX_K = 200  # rows a mixed row is made of
+MIN_MIX_TAU, MAX_MIX_TAU = 1e-4, 10.0  # softmax temperature over cosine similarities
+MAX_MIX_NOISE = 10.0  # x the embedding's scale, per entry
 
 
 def _number(value: Any, what: str) -> float:
@@ -207,6 +212,49 @@ class SubstituteSettings:
 
 
 @dataclass(frozen=True)
+class MixSettings:
+    """Cluster mixing (:mod:`operators.mixing`, ObfusLM-style): each embedding row becomes the
+    softmax(cosine similarity / ``tau``)-weighted mix of its ``k`` nearest rows (itself among them), plus
+    gaussian noise of ``noise`` x the embedding's scale per entry. ``k`` 1: off."""
+
+    k: int = 1
+    tau: float = 0.05
+    noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        _integer(self.k, "mix k (rows mixed)", 1, MAX_MIX_K)
+        tau = _number(self.tau, "mix tau")
+        if not MIN_MIX_TAU <= tau <= MAX_MIX_TAU:
+            raise SettingsError(f"mix tau must be in [{MIN_MIX_TAU:g}, {MAX_MIX_TAU:g}], got {tau}")
+        noise = _number(self.noise, "mix noise")
+        if not 0.0 <= noise <= MAX_MIX_NOISE:
+            raise SettingsError(f"mix noise must be in [0, {MAX_MIX_NOISE:g}], got {noise}")
+        object.__setattr__(self, "tau", tau)
+        object.__setattr__(self, "noise", noise)
+
+    @property
+    def enabled(self) -> bool:
+        return self.k > 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"k": self.k, "tau": self.tau, "noise": self.noise}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> MixSettings:
+        if not isinstance(data, dict):
+            raise SettingsError("mix must be an object with k, tau, noise")
+        _reject_unknown(data, {"k", "tau", "noise"}, "mix")
+        if "k" not in data:
+            raise SettingsError(
+                "mix needs 'k', the rows each row is mixed from (leave the section out to mix nothing)"
+            )
+        return cls(data["k"], data.get("tau", 0.05), data.get("noise", 0.0))
+
+    def describe(self) -> str:
+        return f"mix {self.k} nearest, tau {self.tau:.3g}, noise {self.noise:.3g}"
+
+
+@dataclass(frozen=True)
 class ShakeSettings:
     """Horizontal coverage and flattening plus the vertical chain; everything a key is generated from."""
 
@@ -214,6 +262,7 @@ class ShakeSettings:
     vertical: tuple[OperatorSettings, ...] = field(default_factory=tuple)
     homophones: HomophoneSettings = field(default_factory=HomophoneSettings)
     substitute: SubstituteSettings = field(default_factory=SubstituteSettings)
+    mix: MixSettings = field(default_factory=MixSettings)
 
     def __post_init__(self) -> None:
         coverage = _number(self.coverage, "coverage")
@@ -228,20 +277,24 @@ class ShakeSettings:
             raise SettingsError("homophones must be HomophoneSettings")
         if not isinstance(self.substitute, SubstituteSettings):
             raise SettingsError("substitute must be SubstituteSettings")
+        if not isinstance(self.mix, MixSettings):
+            raise SettingsError("mix must be MixSettings")
         object.__setattr__(self, "coverage", coverage)
         object.__setattr__(self, "vertical", vertical)
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings-file form; ``homophones`` and ``substitute`` only when on, so settings without
-        them (and the fingerprints and seeds derived from them) keep the form they had before."""
+        """The settings-file form; ``homophones``, ``substitute`` and ``mix`` only when on, so settings
+        without them (and the fingerprints and seeds derived from them) keep the form they had before."""
         homophones = {"homophones": self.homophones.to_dict()} if self.homophones.enabled else {}
         substitute = {"substitute": self.substitute.to_dict()} if self.substitute.enabled else {}
+        mix = {"mix": self.mix.to_dict()} if self.mix.enabled else {}
         return {
             "version": SETTINGS_VERSION,
             "coverage": self.coverage,
             "vertical": [op.to_dict() for op in self.vertical],
             **homophones,
             **substitute,
+            **mix,
         }
 
     def to_json(self) -> str:
@@ -251,7 +304,9 @@ class ShakeSettings:
     def from_dict(cls, data: Any) -> ShakeSettings:
         if not isinstance(data, dict):
             raise SettingsError("settings must be a JSON object")
-        _reject_unknown(data, {"version", "coverage", "vertical", "homophones", "substitute"}, "settings")
+        _reject_unknown(
+            data, {"version", "coverage", "vertical", "homophones", "substitute", "mix"}, "settings"
+        )
         version = data.get("version", SETTINGS_VERSION)
         if version != SETTINGS_VERSION:
             raise SettingsError(
@@ -264,7 +319,8 @@ class ShakeSettings:
         ops = tuple(OperatorSettings.from_dict(item, f"vertical[{i}]") for i, item in enumerate(vertical))
         homophones = HomophoneSettings.from_dict(data.get("homophones", {}))
         substitute = SubstituteSettings.from_dict(data["substitute"]) if "substitute" in data else None
-        return cls(data.get("coverage", 1.0), ops, homophones, substitute or SubstituteSettings())
+        mix = MixSettings.from_dict(data["mix"]) if "mix" in data else MixSettings()
+        return cls(data.get("coverage", 1.0), ops, homophones, substitute or SubstituteSettings(), mix)
 
     @classmethod
     def from_json(cls, text: str) -> ShakeSettings:
@@ -294,6 +350,8 @@ class ShakeSettings:
     def describe(self) -> str:
         """A one-line human summary, e.g. ``coverage 1.00 | tilt 1.00@0.50 -> gaussian 0.50@1.00``."""
         chain = " -> ".join(f"{op.op} {op.intensity:.2f}@{op.dimension:.2f}" for op in self.vertical)
+        if self.mix.enabled:
+            chain = " -> ".join(part for part in (self.mix.describe(), chain) if part)
         text = f"coverage {self.coverage:.2f} | {chain or 'no vertical operators'}"
         if self.homophones.enabled:
             h = self.homophones

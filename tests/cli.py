@@ -41,7 +41,8 @@ def tiny_search(
     three times the seconds; tests/test_search.py's study searches it end to end); 1:1 keys (homophonic
     trials run twice the attacks; they are tested in test_homophonic*.py and test_trial.py) without
     substitution (its mechanism takes seconds to build per epsilon; tests/test_search.py searches it in a
-    study of its own, test_substitution.py and test_sensitive_leakage.py test it); no leakage
+    study of its own, test_substitution.py and test_sensitive_leakage.py test it) or mixing (its neighbour
+    search takes seconds; test_mixing.py); no leakage
     cap unless ``leakage_cap`` (the caller gives one: no tiny setting is under the default cap, so every
     trial would stop after its attacks); every trial tuned in full (``plain``) unless another
     ``strategy`` is asked for (tests/test_screening.py)."""
@@ -70,5 +71,7 @@ def tiny_search(
         "--max-shares",
         "1",
         "--substitute",
+        "off",
+        "--mix",
         "off",
     ]

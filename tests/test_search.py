@@ -147,7 +147,9 @@ def test_studies_report_and_selection_history(storage, first_study, tmp_path):
 def test_a_study_searches_substitution_under_the_default_cap_on_what_matters(sst2, storage, tmp_path):
     """With substitution on, trials are capped by the default on the sensitive figure (rare tokens and
     planted secrets); the selection states those figures and the all-token one beside them."""
-    options = [o for o in tiny_search(sst2, "2", leakage_cap=True) if o not in ("--substitute", "off")]
+    options = tiny_search(sst2, "2", leakage_cap=True)
+    at = options.index("--substitute")
+    del options[at : at + 2]
     made = run(
         "optimize", "--study", "subst", "--storage", storage, "--trials", "1", "--seed", "5",
         *options, "--substitute", "on", "--keep-top", "300", "--candidates", "vocabulary",
@@ -320,3 +322,26 @@ def test_space_searches_homophones_and_old_spaces_keep_them_off():
     with pytest.raises(SettingsError, match="max shares"):
         SearchSpace(max_shares=(0.0,))
     assert SearchSpace(recovery_objective="lm").max_shares == (1.0, 0.005, 0.002)  # LM heads take copies
+
+
+def test_space_searches_mixing_and_old_spaces_keep_it_off():
+    space = SearchSpace(substitute=(False,), max_shares=(1.0,), recovery_steps=(0,))
+    study = optuna.create_study(directions=list(DIRECTIONS), sampler=optuna.samplers.RandomSampler(seed=2))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        settings = space.suggest(trial)
+        mix = settings.shaking.mix
+        seen.add(mix.enabled)
+        if mix.enabled:
+            assert mix.k in space.mix_k and 0.1 <= mix.tau <= 2.0 and 0.0 <= mix.noise <= 4.0
+            assert "mix" in settings.shaking.to_dict()
+        else:
+            assert "mix.k" not in trial.params  # conditional on mixing
+        assert space.suggest(optuna.trial.FixedTrial(space.params_of(settings))) == settings
+        study.tell(trial, [0.5, 1.0, 0.5])
+    assert seen == {False, True}
+    stored_before = {k: v for k, v in SearchSpace().to_dict().items() if not k.startswith("mix")}
+    assert SearchSpace.from_dict(stored_before).mix == (False,)
+    with pytest.raises(SettingsError, match="mix tau"):
+        SearchSpace(mix_tau=(0.0, 1.0))

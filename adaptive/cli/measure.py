@@ -90,7 +90,7 @@ def attack(
     public = public_knowledge(pretrained, public_ids, tokenizer.all_special_ids)
     with progress_bar() as bar:
         rows = input_embedding(shaken).shape[0]
-        total = attack_count(rows, public, substituted=key.substitutes)
+        total = attack_count(rows, public, substituted=key.substitutes, mixed=key.mixes)
         task = bar.add_task("attacking", total=total)
         advance = lambda name: bar.advance(task, 1)  # noqa: E731
         leakage = measure_leakage(

@@ -213,6 +213,7 @@ def _config(stored: StudyConfig | None, given: dict[str, Any], name: str) -> Stu
         "substitute": _switches(given["substitute"]),
         "substitute_keep_top": _csv(given["keep_top"], int),
         "substitute_candidates": _csv(given["candidates"], str),
+        "mix": _switches(given["mix"]),
     }
     return StudyConfig(
         model=given["model"] or base.model,
@@ -347,6 +348,12 @@ def optimize(
         help="Substitution's candidate groups to choose from: vocabulary (one group per kind of token), "
         "clusters (clusters of nearest tokens) or both, comma-separated (default both).",
     ),
+    mix: str | None = typer.Option(
+        None,
+        "--mix",
+        help="Cluster mixing of the embedding rows to search: off, on or off,on (default off,on; see "
+        "docs/flow.md).",
+    ),
     max_leakage: float | None = MaxLeakage,
     no_leakage_cap: bool = typer.Option(
         False,
@@ -435,6 +442,7 @@ def optimize(
         substitute=substitute,
         keep_top=keep_top,
         candidates=candidates,
+        mix=mix,
         strategy=strategy,
     )
     stored = study_config(load_study(study_name, backend)) if study_exists(study_name, backend) else None

@@ -9,7 +9,17 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from adaptive.scheduler import MAX_INTERVAL_SECONDS, MIN_INTERVAL_SECONDS
 from adaptive.study import DEFAULT_MAX_LEAKAGE
-from operators.settings import MAX_CLUSTER, MAX_COPY_NOISE, MAX_EPSILON, MAX_KEEP_TOP, MIN_MAX_SHARE
+from operators.settings import (
+    MAX_CLUSTER,
+    MAX_COPY_NOISE,
+    MAX_EPSILON,
+    MAX_KEEP_TOP,
+    MAX_MIX_K,
+    MAX_MIX_NOISE,
+    MAX_MIX_TAU,
+    MIN_MAX_SHARE,
+    MIN_MIX_TAU,
+)
 from storage.repository import SEED_LIMIT
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # target names
@@ -28,6 +38,9 @@ CopyNoise = Annotated[float, Field(ge=0, le=MAX_COPY_NOISE)]
 Epsilon = Annotated[float, Field(gt=0, le=MAX_EPSILON)]
 KeepTop = Annotated[int, Field(ge=0, le=MAX_KEEP_TOP)]
 ClusterSize = Annotated[int, Field(ge=2, le=MAX_CLUSTER)]
+MixK = Annotated[int, Field(ge=2, le=MAX_MIX_K)]
+MixTau = Annotated[float, Field(ge=MIN_MIX_TAU, le=MAX_MIX_TAU)]
+MixNoise = Annotated[float, Field(ge=0, le=MAX_MIX_NOISE)]
 SubstitutedClasses = Literal["numbers", "numbers+words", "numbers+pieces", "words", "pieces", ""]
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 Source = Annotated[str, Field(min_length=1, max_length=1000, pattern=PRINTABLE)]
@@ -125,6 +138,21 @@ class SpaceIn(Strict):
         max_length=6,
         description="What is substituted whatever its frequency, to choose from: numbers, whole words that "
         "hold a substituted token (words), word continuations (pieces)",
+    )
+    mix: list[bool] = Field(
+        [False, True],
+        min_length=1,
+        max_length=2,
+        description="Cluster mixing of the embedding rows off and/or on",
+    )
+    mix_k: list[MixK] = Field(
+        [10, 20, 50, 100], min_length=1, max_length=MAX_LIST, description="Rows each mixed row is made of"
+    )
+    mix_tau: tuple[MixTau, MixTau] = Field(
+        (0.1, 2.0), description="Range of the mixing softmax temperature (searched on a log scale)"
+    )
+    mix_noise: tuple[MixNoise, MixNoise] = Field(
+        (0.0, 4.0), description="Range of the noise on mixed rows, in units of the embedding's scale"
     )
 
 

@@ -8,6 +8,8 @@ evidence, which matters where noise leaves several public rows about equally clo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from objectives.attacks.context import AttackContext, Guess, Space
@@ -33,6 +35,25 @@ def noise_variance(space: Space) -> float:
     return max(excess, 1e-4 * float(space.public.var(dim=0).mean()))
 
 
+def posterior_blocks(context: AttackContext) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """For chunks of the observed shaken ids: (ids, log posterior per candidate up to a constant), the
+    gaussian likelihood of each row around each public row (noise estimated from the rows) plus the
+    Poisson likelihood of its count under each token's public frequency. Columns follow
+    ``context.candidates``; the scores live on ``context.device``."""
+    space = context.space("centred")
+    noise = noise_variance(space)
+    candidates, where = context.candidates, context.device
+    public = space.public[candidates].to(where)
+    bias = -(public * public).sum(dim=1) / (2 * noise)
+    model = count_model(context)
+    observed = context.observed
+    for start in range(0, len(observed), CHUNK):
+        ids = observed[start : start + CHUNK]
+        score = space.shaken[ids].to(where) @ public.T
+        evidence = model.log_likelihood(context.counts[ids], candidates).to(where)
+        yield ids, score.div_(noise).add_(bias).add_(evidence)
+
+
 class PosteriorAttack:
     """The most probable token for each shaken row: gaussian likelihood of the row around each public row
     (noise estimated from the rows) times the Poisson likelihood of the id's count under the token's
@@ -41,18 +62,8 @@ class PosteriorAttack:
     name = "posterior"
 
     def guess(self, context: AttackContext) -> Guess:
-        space = context.space("centred")
-        noise = noise_variance(space)
-        candidates, where = context.candidates, context.device
-        public = space.public[candidates].to(where)
-        bias = -(public * public).sum(dim=1) / (2 * noise)
-        model = count_model(context)
-        observed = context.observed
         guess = torch.full((context.view.vocab_size,), -1, dtype=torch.long)
-        for start in range(0, len(observed), CHUNK):
-            ids = observed[start : start + CHUNK]
-            score = space.shaken[ids].to(where) @ public.T
-            evidence = model.log_likelihood(context.counts[ids], candidates).to(where)
-            score.div_(noise).add_(bias).add_(evidence)
-            guess[ids] = candidates[score.argmax(dim=1).cpu()]
+        for ids, score in posterior_blocks(context):
+            guess[ids] = context.candidates[score.argmax(dim=1).cpu()]
+        noise = noise_variance(context.space("centred"))
         return Guess(guess, f"noise {noise**0.5:.3g} per dimension")

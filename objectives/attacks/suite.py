@@ -16,6 +16,7 @@ from objectives.attacks.decoding import DecodingAttack
 from objectives.attacks.frequency import FrequencyAttack
 from objectives.attacks.function import FunctionAttack
 from objectives.attacks.grouping import GroupedAttack
+from objectives.attacks.mixing import ClusterMatchingAttack
 from objectives.attacks.nearest import NearestNeighbourAttack, PosteriorAttack
 from objectives.attacks.relational import RelationalAttack
 from objectives.attacks.scoring import Occurrences
@@ -49,16 +50,19 @@ def default_attacks(
 
 
 def informed_attacks(
-    public_text: bool = True, homophonic: bool = False, substituted: bool = False
+    public_text: bool = True, homophonic: bool = False, substituted: bool = False, mixed: bool = False
 ) -> list[Attack]:
-    """The attacks run on the informed view (the key's invertible operators undone): every attack that
-    reads rows. Attacks that estimate the map are pointless there, and the text attacks read no rows, so
-    their figures are the suite's. A key that substitutes adds the decoding of its substituted text,
-    which needs public text."""
+    """The attacks run on the informed view (the key's invertible operators undone, mixed rows compared
+    with the noiseless mixed public rows): every attack that reads rows. Attacks that estimate the map
+    are pointless there, and the text attacks read no rows, so their figures are the suite's. A key that
+    substitutes adds the decoding of its substituted text, which needs public text; a 1:1 key that mixes
+    adds the one-to-one matching within clusters, which needs counts."""
     text = [FrequencyAttack(), ContextAttack()] if public_text else []
     matching = _matching(public_text)
+    clusters = [ClusterMatchingAttack()] if mixed and public_text and not homophonic else []
     return (
         matching
+        + clusters
         + (_grouped(matching, text) if homophonic else [])
         + decoding_attacks(public_text, substituted)
     )
@@ -85,7 +89,7 @@ def suite_for(view: CloudView, public: PublicKnowledge, informed: bool = False) 
     """The default suite (or the informed one) for this view and public knowledge."""
     text, homophonic = bool(public.prior.sum() > 0), view.vocab_size > public.vocab_size
     if informed:
-        return informed_attacks(text, homophonic, view.mechanism is not None)
+        return informed_attacks(text, homophonic, view.mechanism is not None, view.mixing is not None)
     return default_attacks(text, homophonic, view.model is not None and public.model is not None)
 
 

@@ -37,6 +37,9 @@ class CloudView:
     # the informed attacker's substitution mechanism (operators.substitution.Mechanism), for a key that
     # substitutes: everything but the key's draws
     mechanism: Any = field(default=None, compare=False, repr=False)
+    # the informed attacker's mixing (operators.mixing.Mixing), for a key that mixes rows: its public rows
+    # are then the noiseless mixed ones
+    mixing: Any = field(default=None, compare=False, repr=False)
 
     @property
     def vocab_size(self) -> int:
@@ -81,6 +84,18 @@ class PublicKnowledge:
             "output-rows",
             lambda: PublicKnowledge(self.output_embedding, self.prior, self.special_ids, self.bigrams),
         )
+
+    def mixed(self, mixing: Any, label: str) -> PublicKnowledge:
+        """The same knowledge with every row replaced by its noiseless mix (``mixing`` of the rows, as
+        operators.mixing computes it; ``label`` names the settings, so it is computed once): the rows an
+        informed attacker compares a mixed upload with. The text and counts are the same."""
+        return self.derived(
+            f"mixed/{label}",
+            lambda: PublicKnowledge(
+                mixing.mixed(self.embedding), self.prior, self.special_ids, self.bigrams, self.model,
+                token_ids=self.token_ids,
+            ),
+        )  # fmt: skip
 
     def frequent(self) -> torch.Tensor:
         """Bool per plaintext id: among the most frequent public tokens (the complement is "rare";
