@@ -1,8 +1,10 @@
 """A task: where the private training data, the evaluation data and the attacker's public text come from.
 
 A source is a local file (csv, tsv, json, jsonl, parquet) or a hub dataset
-``hf:DATASET[:CONFIG]:SPLIT`` such as ``hf:glue:sst2:train`` (only where a network allows), optionally
-followed by a row range ``[start:stop]``, e.g. ``../shared/data/sst2/dev.tsv[1000:]``.
+``hf:DATASET[:CONFIG]:SPLIT`` such as ``hf:glue:sst2:train`` (only where a network allows, or from the
+local hub cache), optionally followed by a row range ``[start:stop]``, e.g.
+``../shared/data/sst2/dev.tsv[1000:]``. ``DATASET`` is a hub id (``name`` or ``owner/name``), never a
+local path: local data goes by its path, which the service checks against its data roots.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 from objectives.data import DataError, LabelledText, check_labelled_text, check_texts, read_columns
 
 _RANGE = re.compile(r"^(?P<location>.+?)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
+# a hub id: name or owner/name of letters, digits, '-', '_', '.', not starting with '.' or '-' (no path)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 MIN_ROWS = 4  # a source selecting fewer rows is refused when a task is checked
 MAX_PUBLIC_OVERLAP = 0.1  # public text may share at most this share of its rows with the private ones
 CLASSIFICATION = "classification"  # a sequence classifier: text and label per row
@@ -46,12 +50,18 @@ class DataSource:
         if not match:
             if text.endswith("]") and "[" in text:
                 raise DataError(f"malformed row range in {text!r}: use [start:stop] with integers")
-            return cls(text)
+            return cls._checked(text)
         to_int = lambda value: int(value) if value not in ("", "-") else None  # noqa: E731
         start, stop = to_int(match["start"]), to_int(match["stop"])
         if start is not None and stop is not None and (start >= 0) == (stop >= 0) and stop <= start:
             raise DataError(f"row range [{start}:{stop}] of {match['location']!r} selects no rows")
-        return cls(match["location"].strip(), start, stop)
+        return cls._checked(match["location"].strip(), start, stop)
+
+    @classmethod
+    def _checked(cls, location: str, start: int | None = None, stop: int | None = None) -> DataSource:
+        if location.startswith("hf:"):
+            hub_parts(location[3:])
+        return cls(location, start, stop)
 
     def __str__(self) -> str:
         if self.start is None and self.stop is None:
@@ -115,19 +125,35 @@ def _load_columns(
     return read_columns(location, columns, header)
 
 
-def _load_hub(spec: str, columns: tuple[str, ...]) -> dict[str, list]:
-    import datasets
-
+def hub_parts(spec: str) -> tuple[str, str | None, str]:
+    """(dataset id, config, split) of ``DATASET[:CONFIG]:SPLIT``; refused unless the dataset is a hub id
+    (a local path such as ``/data/x`` or ``../x`` never is, so no hub source reads a local directory)."""
     parts = spec.split(":")
     if len(parts) not in (2, 3) or not all(parts):
         raise DataError(f"hub source must look like hf:DATASET[:CONFIG]:SPLIT, got hf:{spec}")
     path, config, split = (parts[0], None, parts[1]) if len(parts) == 2 else parts
+    if not _HUB_ID.match(path) or ".." in path:
+        raise DataError(
+            "a hub source names a dataset on the hub (name or owner/name), not a local path; "
+            "give local data by its file path"
+        )
+    return path, config, split
+
+
+def _load_hub(spec: str, columns: tuple[str, ...]) -> dict[str, list]:
+    import datasets
+
+    path, config, split = hub_parts(spec)
+    failed = DataError(
+        f"cannot load hub dataset {spec!r}; hub sources load from the hub or its local cache, never from a "
+        "local directory (without a network use local files)"
+    )
+    if Path(path).exists():  # load_dataset would read a directory of that name: refused, said as any failure
+        raise failed
     try:
         table = datasets.load_dataset(path, config, split=split)
-    except Exception as exc:  # offline, unknown name, unknown split: all end here
-        raise DataError(
-            f"cannot load hub dataset {spec!r} ({type(exc).__name__}); without a network use local files"
-        ) from None
+    except Exception:  # offline, unknown name, unknown split: all end here
+        raise failed from None
     missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise DataError(f"hub dataset {spec!r} has no column(s) {', '.join(missing)}")

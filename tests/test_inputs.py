@@ -90,6 +90,11 @@ def test_a_header_less_corpus_with_string_labels_registers_and_can_be_deleted(cl
         ({"train": "{root}/binary.tsv"}, None, 400, "is a binary file"),
         ({"train": "{root}/missing.tsv"}, None, 400, "data file not found"),
         ({"train": "hf:nonexistent:x:y"}, None, 400, "cannot load hub dataset"),
+        # a hub source never names a local directory, inside the roots or out (issue 26, item 1)
+        ({"train": "hf:/etc:train"}, None, 400, "not a local path"),
+        ({"train": "hf:{root}:train[100000:]"}, None, 400, "not a local path"),
+        ({"train": "hf:../../etc:train"}, None, 400, "not a local path"),
+        ({"public": "hf:~/x:train"}, None, 400, "not a local path"),
         ({"train": "{root}/train.tsv[abc]"}, None, 400, "malformed row range"),
         ({"train": "{root}/train.tsv[5:2]"}, None, 400, "selects no rows"),
         ({"train": "{root}/train.tsv[0:0]"}, None, 400, "selects no rows"),
@@ -167,3 +172,18 @@ def test_optimize_creates_no_study_until_the_task_loads(roots, tmp_path):
     )
     assert made["trials"] == 0
     assert run("studies", "--storage", storage)["studies"][0]["study"] == "news"
+
+
+def test_a_hub_name_that_is_also_a_local_directory_is_never_read(tmp_path, monkeypatch):
+    """``datasets`` would read a local directory named like the dataset: refused, in the words of any
+    failure to load, so the answer tells nothing of what lies there."""
+    from objectives.data import DataError
+    from objectives.task import DataSource
+
+    (tmp_path / "glue").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as local:
+        DataSource.parse("hf:glue:sst2:train").load()
+    with pytest.raises(DataError) as missing:
+        DataSource.parse("hf:no-such-set:sst2:train").load()
+    assert str(local.value).replace("glue", "X") == str(missing.value).replace("no-such-set", "X")
