@@ -48,11 +48,14 @@ def test_attack_reports_every_attack_and_the_maximum(upload, sst2):
         "nearest",
         "nearest_standardized",
         "posterior",
+        "joint_w0.05",
+        "joint_w0.1",
         "alignment",
         "relational",
     }
     assert set(result["attacks"]) == suite
-    assert set(result["informed_attacks"]) == {"nearest", "nearest_standardized", "posterior"}
+    informed = {"nearest", "nearest_standardized", "posterior", "joint_w0.05", "joint_w0.1"}
+    assert set(result["informed_attacks"]) == informed
     assert result["leakage_attacks"] >= 0.99 and result["leakage_attacks"] == max(
         a["recovery"] for a in result["attacks"].values()
     )

@@ -16,6 +16,7 @@ from objectives.attacks.decoding import DecodingAttack
 from objectives.attacks.frequency import FrequencyAttack
 from objectives.attacks.function import FunctionAttack
 from objectives.attacks.grouping import GroupedAttack
+from objectives.attacks.joint import JointDecodingAttack
 from objectives.attacks.mixing import ClusterMatchingAttack
 from objectives.attacks.nearest import NearestNeighbourAttack, PosteriorAttack
 from objectives.attacks.relational import RelationalAttack
@@ -73,10 +74,15 @@ def decoding_attacks(public_text: bool, substituted: bool) -> list[Attack]:
     return [DecodingAttack()] if public_text and substituted else []
 
 
+JOINT_WEIGHTS = (0.05, 0.1)  # context weights of the joint decoders (objectives/attacks/joint.py)
+
+
 def _matching(public_text: bool) -> list[Attack]:
-    """Attacks that match each row to its nearest public rows, with frequency evidence where there is any."""
+    """Attacks that match each row to its nearest public rows, with frequency evidence where there is any,
+    and with context too (the joint decoders, one per context weight)."""
     posterior = [PosteriorAttack()] if public_text else []
-    return [NearestNeighbourAttack("centred"), NearestNeighbourAttack("standardized"), *posterior]
+    joint = [JointDecodingAttack(weight) for weight in JOINT_WEIGHTS] if public_text else []
+    return [NearestNeighbourAttack("centred"), NearestNeighbourAttack("standardized"), *posterior, *joint]
 
 
 def _grouped(row_attacks: list[Attack], text: list[Attack]) -> list[Attack]:
