@@ -168,12 +168,28 @@ def register_target(
     if policy not in POLICIES:
         raise SettingsError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
     existing = repository.get_target(name)
+    if existing is not None and (existing.model != model or existing.task_fingerprint != task.fingerprint()):
+        before, now = _described(existing.task), task.describe_fully()
+        same = " (described alike: a source's content has changed since)" if before == now else ""
+        raise SettingsError(
+            f"target {name!r} exists for model {existing.model!r} and task {before}; this request names "
+            f"model {model!r} and task {now}{same}; use another target name for another model or task"
+        )
     record = repository.ensure_target(
         name, model, task.to_dict(), task.fingerprint(), caps.to_dict(), policy, template.to_dict()
     )
     if existing is not None:  # same model and task: take the new caps, policy and template
         record = repository.update_target(name, caps=caps.to_dict(), policy=policy, search=template.to_dict())
     return record
+
+
+def _described(task: dict[str, Any]) -> str:
+    """A stored task in full (sources, columns, header line); its stored line if this version cannot
+    read it."""
+    try:
+        return TaskSpec.from_dict(task).describe_fully()
+    except ShaketuneError:
+        return str(task.get("describe", "?"))
 
 
 # --- queueing and launching ------------------------------------------------------------------------

@@ -117,6 +117,17 @@ def read_columns(path: str | Path, columns: Sequence[str], header: bool = True) 
     if header and textual and _has_header_only(path):
         raise DataError(f"{path} has a header but no rows")
     names, table = _read_text_table(path, header) if textual else _read_table(path)
+    positions = [c for c in columns if is_position(c) and c not in table]
+    if header and positions:  # the first row was read as names: a position would read past a lost row
+        hint = (
+            'if the file has no header line, say so (--no-header, or "header": false) and keep the positions'
+            if textual
+            else "give the columns by name"
+        )
+        raise DataError(
+            f"{path} is read with a header line, so its columns go by name, and it has no column named "
+            f"{', '.join(map(repr, positions))}; {hint}"
+        )
     missing = [c for c in named if c not in table]
     if missing:
         hint = (

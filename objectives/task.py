@@ -197,8 +197,17 @@ class TaskSpec:
         return self.kind == LM
 
     def describe(self) -> str:
+        """The sources in one line (stored with the task; part of its fingerprint, so kept as it was)."""
         kind = f"{self.kind}: " if self.is_lm else ""
         return f"{kind}train {self.train} | eval {self.eval} | public {self.public}"
+
+    def describe_fully(self) -> str:
+        """The sources, the columns and whether files have a header line: what tells two tasks apart."""
+        columns = f"text column {self.text_column!r}, label column {self.label_column!r}"
+        if self.prompt_column is not None:
+            columns += f", prompt column {self.prompt_column!r}"
+        header = "with a header line" if self.header else "without a header line (columns by position)"
+        return f"{self.describe()} | {columns} | files {header}"
 
     def to_dict(self) -> dict[str, Any]:
         """``header``, ``kind`` and ``prompt_column`` appear only when not at their defaults, so tasks
@@ -255,8 +264,14 @@ class TaskSpec:
             raise DataError("training labels and evaluation labels are of different types")
         unseen = evaluation.label_set() - train.label_set()
         if unseen:
+            swapped = (
+                "; none of them does: are the text and label columns swapped?"
+                if unseen == evaluation.label_set()
+                else ""
+            )
             raise DataError(
                 f"eval source {self.eval} has {len(unseen)} label(s) that never occur in the training data"
+                f"{swapped} (text column {self.text_column!r}, label column {self.label_column!r})"
             )
         self._check_overlap(set(train.texts), public)
         return {"train": len(train), "eval": len(evaluation), "public": len(public)}

@@ -103,6 +103,9 @@ def test_a_header_less_corpus_with_string_labels_registers_and_can_be_deleted(cl
         ({"public": "{root}/train.tsv"}, None, 400, "repeats private training rows: 40 of its 40"),
         ({"text_column": "sentence"}, None, 400, "no header line, so its columns have no names"),
         ({"text_column": 7}, None, 400, "there is no column at position 7"),
+        # positions on a file read with a header line: its first private row would become the header
+        ({"header": True}, None, 400, "is read with a header line, so its columns go by name"),
+        ({"text_column": 0, "label_column": 1}, None, 400, "are the text and label columns swapped?"),
         ({"train": ""}, None, 422, "String should have at least 1 character"),
         ({}, "{root}/no-such-model", 400, "model directory not found"),
         ({}, "/opt/some-model", 400, "outside the data roots"),
@@ -187,3 +190,22 @@ def test_a_hub_name_that_is_also_a_local_directory_is_never_read(tmp_path, monke
     with pytest.raises(DataError) as missing:
         DataSource.parse("hf:no-such-set:sst2:train").load()
     assert str(local.value).replace("glue", "X") == str(missing.value).replace("no-such-set", "X")
+
+
+def test_a_changed_task_is_refused_with_both_descriptions_told_apart(client, roots):
+    assert client.post("/targets", json=target(roots, name="twice")).status_code == 201
+    try:
+        for name, start, count in (("train", 0, 40), ("dev", 1000, 16), ("public", 2000, 40)):
+            (roots / f"headed-{name}.tsv").write_text("label\tsentence\n" + news_rows(start, count))
+        files = {
+            key: str(roots / f"headed-{name}.tsv") for key, name in (("train", "train"), ("eval", "dev"))
+        }
+        other = target(roots, name="twice", **files, public=str(roots / "headed-public.tsv"))
+        other["task"].update(header=True, text_column="sentence", label_column="label")
+        answer = client.post("/targets", json=other)
+        assert answer.status_code == 400, answer.text
+        message = answer.json()["message"]
+        assert "without a header line" in message and "with a header line" in message
+        assert "text column '1'" in message and "text column 'sentence'" in message
+    finally:
+        client.delete("/targets/twice")
