@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 from adaptive.budget import heartbeat_seconds, run_budget, storage_options
 from adaptive.samplers import DEFAULT_SAMPLER, SAMPLERS
 from adaptive.screening import DEFAULT_STRATEGY, PLAIN, check_strategy
-from adaptive.selection import POLICIES, Candidate, cap_note, decide
+from adaptive.selection import NONE_FEASIBLE, POLICIES, Candidate, cap_note, decide, why_nothing_is_feasible
 from adaptive.space import SearchSpace
 from adaptive.study import (
     Caps,
@@ -410,7 +410,19 @@ def decide_selection(repository: Repository, target: TargetRecord, study: optuna
     front = [Candidate.of(study.study_name, t) for t in feasible_front(study, caps)]
     current = _current_candidate(repository, target.name)
     if not front:
-        return f"no setting of {study.study_name} is feasible within the target's caps; nothing changes"
+        why = why_nothing_is_feasible(study, caps)
+        reason = f"no setting of {study.study_name} is feasible within the target's caps: {why.reason}"
+        if current is not None:
+            reason += "; the current setting stays"
+            record = current.record(target.name, target.policy, caps.to_dict(), reason, "kept")
+        elif why.closest is not None:
+            reason += "; nothing is selected (recorded: the candidate with the lowest leakage, refused)"
+            closest = Candidate.of(study.study_name, why.closest)
+            record = closest.record(target.name, target.policy, caps.to_dict(), reason, NONE_FEASIBLE)
+        else:
+            return reason
+        repository.record_selection(record)
+        return reason
     replace, choice = decide(current, front, target.policy)
     decision = "selected" if replace else "kept"
     reason = choice.reason + cap_note(caps)

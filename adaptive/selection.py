@@ -13,15 +13,18 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from optuna.trial import FrozenTrial
+import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from adaptive.study import Caps, LeakageFigures, leakage_figures, trial_settings
-from adaptive.trials import objectives_of
+from adaptive.trials import is_measured, objectives_of
+from objectives.attacks.meanings import explain
 from objectives.trial import ANSWER, TrialSettings, baseline_note, not_learnt
 from operators.errors import SettingsError
 from storage.repository import SelectionRecord
 
 POLICIES = ("max-accuracy", "knee")
+NONE_FEASIBLE = "none-feasible"  # a decision recording why nothing was selected (not a selection)
 DEFAULT_POLICY = "max-accuracy"
 
 
@@ -95,6 +98,11 @@ class Candidate:
             record.cost_gflops,
             record.leakage,
             figures,
+            record.baseline_accuracy,
+            record.accuracy_of or "private",
+            record.private_accuracy,
+            record.recovered_accuracy,
+            record.plaintext_accuracy,
         )
 
     def describe_leakage(self) -> str:
@@ -123,6 +131,11 @@ class Candidate:
             leakage=self.leakage,
             decision=decision,
             reason=reason,
+            accuracy_of=self.accuracy_of,
+            baseline_accuracy=self.baseline_accuracy,
+            plaintext_accuracy=self.plaintext_accuracy,
+            private_accuracy=self.private_accuracy,
+            recovered_accuracy=self.recovered_accuracy,
             **figures,
         )
 
@@ -134,6 +147,76 @@ class Choice:
     candidate: Candidate
     policy: str
     reason: str
+
+
+@dataclass(frozen=True)
+class Infeasible:
+    """Why a study has no setting within the caps, and the setting that came closest (None when nothing
+    was measured)."""
+
+    reason: str
+    closest: FrozenTrial | None
+
+
+def why_nothing_is_feasible(study: optuna.Study, caps: Caps) -> Infeasible:
+    """How many candidates were measured, which cap refused how many, the lowest leakage and the best
+    accuracy reached, and what to change: for answers that say why rather than just "nothing"."""
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
+    failed = sum(t.state == TrialState.FAIL for t in trials)
+    if not complete:
+        return Infeasible(f"no candidate was measured ({failed} failed; the run's log says why)", None)
+    tuned_ones = [t for t in complete if is_measured(t)]
+    refused: dict[str, int] = {}
+    for trial in complete:
+        for name, value in caps.violations(*objectives_of(trial)).items():
+            if value > 0 and (name == "leakage" or is_measured(trial)):
+                refused[name] = refused.get(name, 0) + 1
+    closest = min(complete, key=lambda t: (objectives_of(t)[2], -objectives_of(t)[0]))
+    lowest = objectives_of(closest)[2]
+    parts = [
+        f"{len(complete)} candidate(s) measured ({len(complete) - len(tuned_ones)} stopped after their "
+        f"attacks, {len(tuned_ones)} tuned, {failed} failed)"
+    ]
+    parts += [f"{count} over the {name} cap" for name, count in refused.items()]
+    parts.append(f"the lowest leakage reached was {lowest:.2%} (trial {closest.number})")
+    advice = []
+    if caps.max_leakage is not None and lowest > caps.max_leakage:
+        advice.append(
+            f"every candidate leaks more than max_leakage {caps.max_leakage:.2%}: search settings that "
+            "protect more (per-occurrence substitution, e.g. the preset rare-tokens; stronger noise) or run "
+            f"more trials; raise the cap only if a leakage of {lowest:.2%} is acceptable"
+        )
+    if caps.min_accuracy is not None and tuned_ones:
+        best = max(objectives_of(t)[0] for t in tuned_ones)
+        if best < caps.min_accuracy:
+            advice.append(
+                f"the best accuracy measured was {best:.4f}, under min_accuracy {caps.min_accuracy:.4f}: "
+                "give tuning more steps or lower the cap"
+            )
+    if caps.max_cost is not None and refused.get("cost"):
+        advice.append(f"{refused['cost']} candidate(s) cost more than max_cost {caps.max_cost:,.0f} GFLOP")
+    if not advice:
+        advice.append("no single candidate met every cap at once: run more trials or relax one cap")
+    return Infeasible("; ".join(parts) + ". " + "; ".join(advice), closest)
+
+
+def accuracy_gap(record: SelectionRecord) -> float | None:
+    """Plaintext tuning's accuracy minus the selected one (None where plaintext was not recorded)."""
+    if record.plaintext_accuracy is None:
+        return None
+    return record.plaintext_accuracy - record.accuracy
+
+
+def attacks_explained(record: SelectionRecord) -> dict[str, str]:
+    """The attack names a selection cites, each in plain words."""
+    names = (
+        record.strongest_bound_attack,
+        record.strongest_attack,
+        record.strongest_rare_attack,
+        record.strongest_canary_attack,
+    )
+    return {name: explain(name) for name in names if name}
 
 
 def cap_note(caps: Caps) -> str:

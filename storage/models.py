@@ -81,7 +81,13 @@ class Selection(Base):
     strongest_canary_attack: Mapped[str | None] = mapped_column(String(200), nullable=True)
     tokens_unchanged: Mapped[float | None] = mapped_column(Float, nullable=True)
     blind_floor: Mapped[float | None] = mapped_column(Float, nullable=True)
-    decision: Mapped[str] = mapped_column(String(20), default="selected")  # selected | kept
+    accuracy_of: Mapped[str | None] = mapped_column(String(20), nullable=True)  # private | recovered
+    baseline_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)  # the most common label
+    plaintext_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)  # plaintext tuning
+    private_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    recovered_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # selected | kept | none-feasible (the closest setting measured, refused: see the reason)
+    decision: Mapped[str] = mapped_column(String(20), default="selected")
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

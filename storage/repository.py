@@ -31,6 +31,15 @@ LEAKAGE_FIELDS = (
     "tokens_unchanged",
     "blind_floor",
 )
+# what a selection records of its accuracy beside the objective (None: recorded before they were kept)
+ACCURACY_FIELDS = (
+    "accuracy_of",
+    "baseline_accuracy",
+    "plaintext_accuracy",
+    "private_accuracy",
+    "recovered_accuracy",
+)
+RECORDED_FIELDS = LEAKAGE_FIELDS + ACCURACY_FIELDS
 SEED_LIMIT = 2**31  # seeds are stored in 32-bit integer columns
 log = logging.getLogger("shaketune.storage")
 
@@ -101,6 +110,11 @@ class SelectionRecord:
     strongest_canary_attack: str | None = None
     tokens_unchanged: float | None = None  # share of private tokens uploaded as written
     blind_floor: float | None = None  # always naming the most frequent public token
+    accuracy_of: str | None = None  # which accuracy ``accuracy`` is: private or recovered
+    baseline_accuracy: float | None = None  # always answering the most common label
+    plaintext_accuracy: float | None = None  # plaintext tuning at the same budget
+    private_accuracy: float | None = None  # by private inference
+    recovered_accuracy: float | None = None  # the owner's recovered model on plaintext
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -178,7 +192,7 @@ def _selection_record(row: Selection) -> SelectionRecord:
         reason=row.reason,
         created_at=_utc(row.created_at),
         id=row.id,
-        **{name: getattr(row, name) for name in LEAKAGE_FIELDS},
+        **{name: getattr(row, name) for name in RECORDED_FIELDS},
     )
 
 
@@ -293,7 +307,7 @@ class Repository:
                 leakage=record.leakage,
                 decision=record.decision,
                 reason=record.reason,
-                **{name: getattr(record, name) for name in LEAKAGE_FIELDS},
+                **{name: getattr(record, name) for name in RECORDED_FIELDS},
             )
             session.add(row)
             session.flush()

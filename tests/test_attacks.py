@@ -78,3 +78,12 @@ def test_recovery_counts_occurrences_and_skips_special_tokens():
     counts = torch.tensor([100.0, 3.0, 1.0, 6.0])
     guess = torch.tensor([0, 2, 0, -1])  # right for id 1 (3 occurrences), wrong for 2 and 3
     assert truth.recovery(guess, counts) == pytest.approx(3 / 10)
+
+
+def test_attack_names_are_explained_in_plain_words():
+    from objectives.attacks.meanings import explain
+
+    text = explain("tuned/informed/output/grouped_ctx_posterior")
+    assert "homophone copies merged" in text and "most probable word" in text
+    assert "output layer" in text and "after private tuning" in text and "(the bound)" in text
+    assert "surrounding words" in explain("shaken/joint_w0.05") and "bound" not in explain("shaken/frequency")

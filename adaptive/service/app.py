@@ -37,7 +37,7 @@ from adaptive.runs import (
     supervise_runs,
 )
 from adaptive.scheduler import add_schedule, list_schedules, make_scheduler, remove_schedule
-from adaptive.selection import Candidate
+from adaptive.selection import NONE_FEASIBLE, Candidate, accuracy_gap, attacks_explained
 from adaptive.service import schemas
 from adaptive.space import SearchSpace
 from adaptive.study import Caps, feasible_front, leakage_figures, study_exists
@@ -48,7 +48,7 @@ from operators.errors import ShaketuneError
 from storage.engine import optuna_storage, redacted, storage_url
 from storage.repository import (
     ACTIVE_STATES,
-    LEAKAGE_FIELDS,
+    RECORDED_FIELDS,
     ActiveRunExists,
     Repository,
     RunRecord,
@@ -210,13 +210,15 @@ def create_app(
         return record
 
     def study_out(request: Request, run: RunRecord) -> schemas.StudyOut:
-        done = stopped = 0
+        done = stopped = measured = 0
         best = None
         storage = request.app.state.storage
         if study_exists(run.study_name, storage):
             study = optuna.load_study(study_name=run.study_name, storage=storage)
             done = count_tuned(study)
-            stopped = sum(bool(t.user_attrs.get("stopped_early")) for t in study.get_trials(deepcopy=False))
+            found = study.get_trials(deepcopy=False)
+            stopped = sum(bool(t.user_attrs.get("stopped_early")) for t in found)
+            measured = sum(t.state == optuna.trial.TrialState.COMPLETE for t in found)
             target = repository(request).get_target(run.target)
             front = feasible_front(study, Caps.from_dict(target.caps))
             if front:
@@ -237,6 +239,7 @@ def create_app(
             message=run.message,
             trials_requested=run.trials,
             trials_done=done,
+            trials_measured=measured,
             trials_stopped_early=stopped,
             warm_start_from=run.warm_start_from,
             best_feasible=best,
@@ -344,8 +347,10 @@ def create_app(
             accuracy=record.accuracy,
             cost_gflops=record.cost_gflops,
             leakage=record.leakage,
-            **{name: getattr(record, name) for name in LEAKAGE_FIELDS},
+            **{name: getattr(record, name) for name in RECORDED_FIELDS},
             leakage_summary=Candidate.of_record(record).describe_leakage(),
+            accuracy_gap=accuracy_gap(record),
+            attacks_explained=attacks_explained(record),
             caps=record.caps,
             settings=record.settings,
             created_at=record.created_at,
@@ -357,6 +362,9 @@ def create_app(
         target_or_404(request, name)
         record = repository(request).current_selection(name)
         if record is None:
+            history = repository(request).selections(name)
+            if history and history[-1].decision == NONE_FEASIBLE:
+                raise NotFound(f"target {name!r} has no selected settings: {history[-1].reason}")
             raise NotFound(f"target {name!r} has no selected settings yet: start a study (POST /studies)")
         return selection_out(record)
 

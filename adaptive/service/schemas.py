@@ -251,6 +251,21 @@ class SelectionOut(BaseModel):
         None, description="What always naming the most common public token recovers of every token"
     )
     leakage_summary: str = Field(description="Every figure in words, named for what it is")
+    accuracy_of: str | None = Field(
+        None, description="Which accuracy `accuracy` is: private (private inference) or recovered"
+    )
+    baseline_accuracy: float | None = Field(
+        None, description="Always answering the most common training label: a setting near it has not learnt"
+    )
+    plaintext_accuracy: float | None = Field(None, description="Plaintext tuning at the same budget")
+    accuracy_gap: float | None = Field(
+        None, description="plaintext_accuracy - accuracy: what the privacy costs (positive: worse)"
+    )
+    private_accuracy: float | None = Field(None, description="By private inference (queries shaken)")
+    recovered_accuracy: float | None = Field(None, description="The owner's recovered model on plaintext")
+    attacks_explained: dict[str, str] = Field(
+        default_factory=dict, description="Each attack name cited above, in plain words"
+    )
     caps: dict[str, Any]
     settings: dict[str, Any] = Field(
         description="Shaking settings and tuning budget: saved as a JSON file, keygen --settings accepts it"
@@ -284,7 +299,10 @@ class StudyOut(BaseModel):
     state: str
     message: str
     trials_requested: int
-    trials_done: int
+    trials_done: int = Field(description="Tuned trials: what the budget counts (the CLI's 'tuned')")
+    trials_measured: int = Field(
+        0, description="Every candidate measured, tuned or stopped after its attacks (the CLI's 'trials')"
+    )
     trials_stopped_early: int
     warm_start_from: str | None
     best_feasible: BestPoint | None
