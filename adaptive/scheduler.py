@@ -50,13 +50,14 @@ MACROS = {
     "@hourly": "0 * * * *",
 }
 WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab order: 0 (and 7) is Sunday
-_DOW_TERM = re.compile(r"^(?P<range>\*|(?P<first>\w+)(?:-(?P<last>\w+))?)(?:/(?P<step>\d+))?$")
+_DOW_TERM = re.compile(r"^(?P<range>\*|(?P<first>\w+)(?:-(?P<last>\w+))?)(?:/(?P<step>\d+))?$", re.ASCII)
 
 
 def _weekday(token: str) -> int:
+    """A day as written: 0-7 (7 kept, so that a range can end on Sunday), or its name (0-6)."""
     token = token.lower()
-    if token.isdigit() and int(token) <= 7:
-        return int(token) % 7
+    if token.isascii() and token.isdigit() and int(token) <= 7:
+        return int(token)
     if token[:3] in WEEKDAYS and len(token) == 3:
         return WEEKDAYS.index(token)
     raise ValueError(f"day of week {token!r} is not 0-7 or sun-sat")
@@ -78,9 +79,9 @@ def crontab_weekdays(field: str) -> str:
             first, last = 0, 6
         else:
             first = _weekday(match["first"])
-            last = 7 if match["last"] and match["last"] == "7" else _weekday(match["last"] or match["first"])
+            last = _weekday(match["last"] or match["first"])
             if match["last"] is None and match["step"]:
-                last = 6  # 'a/n': from a to the end of the week
+                last = max(first, 6)  # 'a/n': from a to the end of the week
             if last < first:
                 raise ValueError(f"day-of-week range {term!r} runs backwards")
         days.update(day % 7 for day in range(first, last + 1, step))
@@ -94,6 +95,8 @@ def cron_trigger(expression: str) -> Any:
     cron reads it: 0 and 7 are Sunday, and when both day fields are restricted a day matching either
     one fires (cron's rule), which APScheduler expresses as an OrTrigger of two cron triggers."""
     text = MACROS.get(expression.strip().lower(), expression.strip())
+    if not text.isascii():
+        raise ValueError("cron fields take ASCII digits, names and * , - / only")
     fields = text.split()
     if len(fields) != 5:
         raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")

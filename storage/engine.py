@@ -36,10 +36,10 @@ def storage_url(url: str | None = None) -> str:
     chosen = url or os.environ.get(ENV_VAR) or DEFAULT_URL
     try:
         parsed = make_url(chosen)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise StorageError(
-            f"malformed storage URL {redacted(chosen)!r}; expected e.g. sqlite:///shaketune.db or "
-            "postgresql+psycopg://user@host/db"
+            f"malformed storage URL {redacted(chosen)!r} (is the port a number?); expected e.g. "
+            "sqlite:///shaketune.db or postgresql+psycopg://user@host:5432/db"
         ) from None
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -51,7 +51,7 @@ def storage_url(url: str | None = None) -> str:
 def redacted(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return url.split("@")[-1] if "@" in url else url
 
 

@@ -209,3 +209,21 @@ def test_a_changed_task_is_refused_with_both_descriptions_told_apart(client, roo
         assert "text column '1'" in message and "text column 'sentence'" in message
     finally:
         client.delete("/targets/twice")
+
+
+def test_http_details_a_client_relies_on(client, roots):
+    """Issue 26 (8): HEAD on GET routes, Allow naming every method of the path, 422 for a body nested
+    past the parser, a schedule's trigger marked required in the schema, messages in the API's words."""
+    head = client.head("/health")
+    assert head.status_code == 200 and head.content == b""
+    wrong = client.put("/targets/news")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "DELETE, GET, HEAD"
+    nested = '{"name": "x", "task": ' + "[" * 20000 + "]" * 20000 + "}"
+    deep = client.post("/targets", content=nested, headers={"content-type": "application/json"})
+    assert deep.status_code == 422 and "nested too deeply" in deep.json()["message"]
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["ScheduleIn"]
+    assert [option["required"] for option in schema["oneOf"]] == [["cron"], ["interval_seconds"]]
+    assert client.post("/schedules", json={"target": "news"}).status_code == 422
+    refused = client.post("/targets", json=target(roots, name="cli", header=True))
+    assert refused.status_code == 400 and "--no-header" not in refused.json()["message"]
+    assert '"header": false' in refused.json()["message"]

@@ -29,6 +29,7 @@ def next_fires(expression: str, count: int = 3) -> list[str]:
         ("0 3 * * 0", ["Sun 2026-03-08 03:00", "Sun 2026-03-15 03:00", "Sun 2026-03-22 03:00"]),
         ("0 3 * * 7", ["Sun 2026-03-08 03:00", "Sun 2026-03-15 03:00", "Sun 2026-03-22 03:00"]),
         ("30 6 * * 5-7", ["Fri 2026-03-06 06:30", "Sat 2026-03-07 06:30", "Sun 2026-03-08 06:30"]),
+        ("0 3 * * 7-7", ["Sun 2026-03-08 03:00", "Sun 2026-03-15 03:00", "Sun 2026-03-22 03:00"]),  # issue 26
         ("0 0 * * 1-5", ["Thu 2026-03-05 00:00", "Fri 2026-03-06 00:00", "Mon 2026-03-09 00:00"]),
         ("0 12 * * sat,0", ["Sat 2026-03-07 12:00", "Sun 2026-03-08 12:00", "Sat 2026-03-14 12:00"]),
         ("15 2 * * */3", ["Sat 2026-03-07 02:15", "Sun 2026-03-08 02:15", "Wed 2026-03-11 02:15"]),  # 0,3,6
@@ -43,7 +44,10 @@ def test_cron_fires_on_the_days_crontab_means(expression, expected):
     assert next_fires(expression) == expected
 
 
-@pytest.mark.parametrize("expression", ["0 3 * * 8", "0 3 * * 5-2", "every day", "0 3 * *", "61 * * * *"])
+@pytest.mark.parametrize(
+    "expression",
+    ["0 3 * * 8", "0 3 * * 5-2", "every day", "0 3 * *", "61 * * * *", "0 3 * * \u0663", "\u0663 3 * * *"],
+)
 def test_malformed_cron_is_refused(expression):
     with pytest.raises(SettingsError, match="malformed cron expression"):
         trigger_for(expression, None)

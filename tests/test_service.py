@@ -189,5 +189,6 @@ def test_a_token_protects_everything_but_health(tmp_path, monkeypatch):
         assert server.client.get("/targets", headers={"Authorization": f"Bearer {token}"}).status_code == 200
         assert server.client.get("/targets", headers={"Authorization": f"bearer {token}"}).status_code == 200
         assert server.client.get("/docs").status_code == 200  # the documentation needs no token
+        assert server.client.get("/redoc").status_code == 200
     finally:
         server.stop()

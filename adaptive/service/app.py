@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from adaptive.inputs import check_inputs
 from adaptive.runs import (
@@ -57,7 +58,7 @@ from storage.repository import (
 
 MAX_BODY_BYTES = 64 * 1024
 SUPERVISE_SECONDS = 2.0
-PUBLIC_PATHS = ("/health", "/docs", "/docs/oauth2-redirect", "/openapi.json")  # no token needed
+PUBLIC_PATHS = ("/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")  # no token needed
 DOCS_ASSETS = "/static-offline-docs/"  # Swagger UI's files, served from the installed package
 log = logging.getLogger("shaketune.service")
 Name = Annotated[str, PathParam(pattern=schemas.NAME, description="Target name")]
@@ -74,6 +75,55 @@ class ServiceSettings:
     storage: str
     token: str | None = None
     data_roots: tuple[Path, ...] = ()
+
+
+class HeadAsGet:
+    """HEAD on every GET route: answered as GET without the body (HTTP's meaning of HEAD)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def without_body(message: dict) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
+
+
+BODY_NOT_PARSED = "There was an error parsing the body"  # FastAPI's detail when the body cannot be read
+# CLI flags that messages of the shared checks name, in the API's words
+API_WORDS = (
+    ('--no-header, or "header": false', '"header": false'),
+    ("--no-header", '"header": false'),
+    ("--text-column 0 --label-column 1", '"text_column": 0, "label_column": 1'),
+    ("--text-column/--label-column", "text_column/label_column"),
+    ("--text-column", "text_column"),
+    ("--label-column", "label_column"),
+)
+
+
+def in_api_words(message: str) -> str:
+    """A shared check's message with the CLI flags it names put as the API's fields."""
+    for flag, field in API_WORDS:
+        message = message.replace(flag, field)
+    return message
+
+
+def allowed_methods(app: Any, scope: dict) -> list[str]:
+    """Every method some route serves at this scope's path (with HEAD wherever GET is served)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**scope, "type": "http"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 class BodyLimit:
@@ -197,6 +247,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit)
+    app.add_middleware(HeadAsGet)
     if token:
         app.add_middleware(BearerToken, token=token)
 
@@ -260,7 +311,7 @@ def create_app(
 
     @app.exception_handler(ShaketuneError)
     async def bad_input(_request: Request, exc: ShaketuneError) -> JSONResponse:
-        return JSONResponse({"message": str(exc)}, status_code=400)
+        return JSONResponse({"message": in_api_words(str(exc))}, status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -276,10 +327,19 @@ def create_app(
         return JSONResponse({"message": f"invalid request: {summary}", "detail": errors}, status_code=422)
 
     @app.exception_handler(HTTPException)  # Starlette's: unknown routes, wrong methods, too
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         message = {404: "no such path", 405: "method not allowed on this path"}.get(exc.status_code)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 400 and exc.detail == BODY_NOT_PARSED:  # e.g. JSON nested past the parser
+            problem = "the body is not JSON this service can parse (malformed or nested too deeply)"
+            detail = [{"field": "", "problem": problem}]
+            return JSONResponse({"message": f"invalid request: {problem}", "detail": detail}, status_code=422)
+        if exc.status_code == 405:  # every method of every route at this path, not one route's
+            allowed = allowed_methods(request.app, request.scope)
+            headers["Allow"] = ", ".join(allowed)
+            message = f"method not allowed on this path; allowed: {', '.join(allowed)}"
         return JSONResponse(
-            {"message": message or str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+            {"message": message or str(exc.detail)}, status_code=exc.status_code, headers=headers
         )
 
     @app.exception_handler(Exception)

@@ -312,7 +312,17 @@ class StudyOut(BaseModel):
 
 
 class ScheduleIn(Strict):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        populate_by_name=True,
+        json_schema_extra={  # exactly one trigger, as the validator below says
+            "oneOf": [
+                {"required": ["cron"], "not": {"required": ["interval_seconds"]}},
+                {"required": ["interval_seconds"], "not": {"required": ["cron"]}},
+            ]
+        },
+    )
 
     target: str = Field(pattern=NAME)
     cron: str | None = Field(
@@ -331,7 +341,8 @@ class ScheduleIn(Strict):
 
     @model_validator(mode="after")
     def exactly_one_trigger(self) -> ScheduleIn:
-        if (self.cron is None) == (self.interval_seconds is None):
+        given = {"cron", "interval_seconds"} & self.model_fields_set
+        if (self.cron is None) == (self.interval_seconds is None) or len(given) != 1:
             raise ValueError("give exactly one of cron or interval_seconds")
         return self
 
