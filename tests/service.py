@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.waiting import Patience, wait_process
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -52,14 +54,14 @@ class Service:
             cwd=workdir,
         )
         self.client = httpx.Client(base_url=self.url, timeout=30)
-        deadline = time.time() + 60
+        patience = Patience(60)
         while True:
             try:
                 if self.client.get("/health").status_code == 200:
                     break
             except httpx.TransportError:
                 pass
-            if self.process.poll() is not None or time.time() > deadline:
+            if self.process.poll() is not None or patience.exhausted:
                 raise RuntimeError(
                     f"service did not start: {(workdir / f'serve-{self.port}.log').read_text()}"
                 )
@@ -68,20 +70,20 @@ class Service:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process.poll() is None:
             self.process.send_signal(sig)
-            self.process.wait(timeout=30)
+            wait_process(self.process, 30)
         self.client.close()
         self.log.close()
 
     def wait_for(
         self, study: str, states: tuple[str, ...] = ("succeeded", "failed", "cancelled"), timeout: float = 300
     ):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+        patience = Patience(timeout)
+        while not patience.exhausted:
             body = self.client.get(f"/studies/{study}").json()
             if body["state"] in states:
                 return body
             time.sleep(1)
-        raise TimeoutError(f"study {study} still {body['state']} after {timeout} s")
+        raise TimeoutError(f"study {study} still {body['state']} after {timeout} s (scaled by load)")
 
 
 def tiny_target(name: str, sst2: Path, trials: int = 2, **extra: object) -> dict:
@@ -122,9 +124,9 @@ def serve_in_thread(app) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="critical"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.time() + 30
+    patience = Patience(30)
     while not server.started:
-        if not thread.is_alive() or time.time() > deadline:
+        if not thread.is_alive() or patience.exhausted:
             raise RuntimeError("the in-process server did not start")
         time.sleep(0.05)
     try:

@@ -15,6 +15,7 @@ from adaptive.study import StudyConfig, open_study
 from objectives.task import DataSource, TaskSpec
 from storage.engine import optuna_storage
 from tests.service import free_port
+from tests.waiting import Patience, wait_process
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -49,18 +50,18 @@ def dashboard(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 30
+    patience = Patience(30)
     while True:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/api/studies").status_code == 200:
                 break
         except httpx.TransportError:
             time.sleep(0.3)
-        assert process.poll() is None and time.time() < deadline, "dashboard did not start"
+        assert process.poll() is None and not patience.exhausted, "dashboard did not start"
     study_id = optuna_storage(url).get_study_id_from_name("reviewed")
     yield f"http://127.0.0.1:{port}/dashboard/studies/{study_id}"
     process.terminate()
-    process.wait(timeout=10)
+    wait_process(process, 10)
 
 
 def test_chromium_renders_the_pareto_front(dashboard, tmp_path):

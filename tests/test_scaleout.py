@@ -13,6 +13,7 @@ from storage.engine import get_engine, redacted
 from storage.repository import Repository
 from tests.cli import run
 from tests.service import Service, tiny_target
+from tests.waiting import wait_process
 from tests.workers import create_study, postgres_database, start_worker, states, trials, wait_until
 
 
@@ -27,7 +28,7 @@ def postgres(postgres_admin):
 
 def finish(*workers, timeout=240):
     for worker in workers:
-        assert worker.wait(timeout=timeout) == 0
+        assert wait_process(worker, timeout) == 0
 
 
 @pytest.mark.parametrize("backend", ["postgres", "sqlite"])

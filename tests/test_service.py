@@ -11,6 +11,7 @@ from adaptive.cli import app
 from adaptive.study import DEFAULT_MAX_LEAKAGE
 from tests.cli import remember_seed, run, runner
 from tests.service import SST2, Service, tiny_target
+from tests.waiting import Patience
 
 
 @pytest.fixture(scope="module")
@@ -162,9 +163,9 @@ def test_schedule_survives_a_restart_and_fires(tmp_path, sst2):
     try:
         listed = second.client.get("/schedules").json()
         assert [s["id"] for s in listed] == [made.json()["id"]]
-        deadline = time.time() + 60
+        patience = Patience(60)
         scheduled = []
-        while not scheduled and time.time() < deadline:
+        while not scheduled and not patience.exhausted:
             scheduled = [s for s in second.client.get("/studies").json() if s["kind"] == "scheduled"]
             time.sleep(0.5)
         assert scheduled, "the schedule did not fire after the restart"

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from storage.engine import optuna_storage
 from tests.cli import run, tiny_search
 from tests.pg_server import libpq_url
+from tests.waiting import Patience
 
 
 @contextlib.contextmanager
@@ -73,13 +74,13 @@ def trials(storage: str, study: str) -> list[optuna.trial.FrozenTrial]:
 
 
 def wait_until(condition, timeout: float = 120, every: float = 0.3, message: str = "condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    patience = Patience(timeout)
+    while not patience.exhausted:
         value = condition()
         if value:
             return value
         time.sleep(every)
-    raise TimeoutError(f"{message} not met within {timeout} s")
+    raise TimeoutError(f"{message} not met within {timeout} s (scaled by load)")
 
 
 def states(storage: str, study: str) -> dict[str, int]:
