@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,6 +29,7 @@ import optuna
 from optuna.trial import TrialState
 
 from adaptive.budget import heartbeat_seconds, run_budget, storage_options
+from adaptive.inputs import check_access
 from adaptive.samplers import DEFAULT_SAMPLER, SAMPLERS
 from adaptive.screening import DEFAULT_STRATEGY, PLAIN, check_strategy
 from adaptive.selection import NONE_FEASIBLE, POLICIES, Candidate, cap_note, decide, why_nothing_is_feasible
@@ -46,6 +47,7 @@ from adaptive.study import (
     study_exists,
 )
 from adaptive.transfer import warm_start
+from objectives.data import check_file
 from objectives.device import resolve_device
 from objectives.leakage import (
     ALL,
@@ -163,8 +165,10 @@ def register_target(
     caps: Caps,
     policy: str,
     template: SearchTemplate,
+    data_roots: Sequence[Path] | None = None,
 ) -> TargetRecord:
-    """Create a target (or confirm an identical one exists) with its caps, policy and search template."""
+    """Create a target (or confirm an identical one exists) with its caps, policy and search template;
+    ``data_roots``: the directories the registering service may read, which its workers check again."""
     if policy not in POLICIES:
         raise SettingsError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
     existing = repository.get_target(name)
@@ -178,9 +182,30 @@ def register_target(
     record = repository.ensure_target(
         name, model, task.to_dict(), task.fingerprint(), caps.to_dict(), policy, template.to_dict()
     )
-    if existing is not None:  # same model and task: take the new caps, policy and template
-        record = repository.update_target(name, caps=caps.to_dict(), policy=policy, search=template.to_dict())
-    return record
+    changes: dict[str, Any] = {}
+    if existing is not None:  # same model and task: the new caps, policy and template
+        changes = {"caps": caps.to_dict(), "policy": policy, "search": template.to_dict()}
+    if data_roots is not None:
+        changes["data_roots"] = [str(root) for root in data_roots]
+    return repository.update_target(name, **changes) if changes else record
+
+
+def check_registered_inputs(target: TargetRecord, config: StudyConfig) -> None:
+    """In a worker, before anything is read: a target the service registered still reads only inside its
+    data roots (a file swapped for a link elsewhere is refused) and its sources are what was registered
+    (same fingerprint)."""
+    if target.data_roots is None:
+        return
+    task = config.task
+    check_access(task, config.model, [Path(root) for root in target.data_roots])
+    for source in (task.train, task.eval, task.public):
+        if not source.is_hub:
+            check_file(source.location)  # gone, a directory, a device: said as at registration
+    if task.fingerprint() != target.task_fingerprint:
+        raise SettingsError(
+            "a data source of this target changed since it was registered (its content, or what its path "
+            "points to); register the target again to use the data as it is now"
+        )
 
 
 def _described(task: dict[str, Any]) -> str:
@@ -506,6 +531,7 @@ def _execute(
         where = resolve_device(device)
         target = repository.get_target(run.target)
         config = config_for(target)
+        check_registered_inputs(target, config)
         template = SearchTemplate.from_dict(target.search)
         storage = optuna_storage(url, **storage_options())
         study = open_study(run.study_name, storage, config, template.sampler, run.sampler_seed)

@@ -48,6 +48,9 @@ class Target(Base):
     search: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=True)  # how to (re)optimise
     last_study: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # the directories the registering service could read (None: registered outside the service); its
+    # workers check sources against them again when they load
+    data_roots: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
     selections: Mapped[list[Selection]] = relationship(back_populates="target", order_by="Selection.id")
 

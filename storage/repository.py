@@ -59,6 +59,7 @@ class TargetRecord:
     created_at: datetime
     search: dict[str, Any]
     last_study: str | None
+    data_roots: list[str] | None = None  # the registering service's data roots (None: not the service)
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ def _target_record(row: Target) -> TargetRecord:
         _utc(row.created_at),
         row.search or {},
         row.last_study,
+        row.data_roots,
     )
 
 
@@ -255,8 +257,8 @@ class Repository:
             return _target_record(row) if row else None
 
     def update_target(self, name: str, **fields: Any) -> TargetRecord:
-        """Change a target's caps, policy, search template or last study."""
-        allowed = {"caps", "policy", "search", "last_study"}
+        """Change a target's caps, policy, search template, last study or data roots."""
+        allowed = {"caps", "policy", "search", "last_study", "data_roots"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"cannot update {sorted(unknown)}")

@@ -130,17 +130,16 @@ def test_bad_inputs_are_refused_with_the_reason(client, roots, task, model, stat
     assert client.get("/targets/bad").status_code == 404
 
 
-def test_a_failing_run_reports_its_first_trial_error(client, roots):
+def test_a_failing_run_reports_why(client, roots):
     assert client.post("/targets", json=target(roots, name="breaks")).status_code == 201
     started = client.post("/studies", json={"target": "breaks"}).json()
     (roots / "train.tsv").rename(roots / "train.tsv.bak")  # the data vanishes after registration
     try:
         url = f"sqlite:///{roots / 'inputs.db'}"
-        with pytest.raises(Exception, match="the first: trial 0: DataError: data file not found"):
+        with pytest.raises(Exception, match="data file not found"):  # the worker checks before any trial
             execute_run(started["run"], url)
         shown = client.get(f"/studies/{started['study']}").json()
-        assert shown["state"] == "failed"
-        assert "TrialsKeepFailing" in shown["message"] and "data file not found" in shown["message"]
+        assert shown["state"] == "failed" and "data file not found" in shown["message"]
         failed = runner.invoke(app, ["reoptimise", "breaks", "--storage", url, "--json"])
         assert "data file not found" in json.loads(failed.stdout.strip().splitlines()[-1])["error"]
     finally:
@@ -227,3 +226,29 @@ def test_http_details_a_client_relies_on(client, roots):
     refused = client.post("/targets", json=target(roots, name="cli", header=True))
     assert refused.status_code == 400 and "--no-header" not in refused.json()["message"]
     assert '"header": false' in refused.json()["message"]
+
+
+@pytest.mark.parametrize("change", ["link", "content"])
+def test_workers_check_what_they_read_against_the_roots_and_the_registration(client, roots, tmp_path, change):
+    """Issue 26 (2): a file registered inside a root, then swapped for a link to a file outside (or
+    rewritten), is not read by the worker."""
+    swapped = roots / f"swap-{change}.tsv"
+    swapped.write_text(news_rows(0, 40))
+    assert (
+        client.post("/targets", json=target(roots, name=f"swap-{change}", train=str(swapped))).status_code
+        == 201
+    )
+    started = client.post("/studies", json={"target": f"swap-{change}"}).json()
+    outside = tmp_path / "outside.tsv"
+    outside.write_text(news_rows(5000, 40))
+    swapped.unlink()
+    if change == "link":
+        swapped.symlink_to(outside)
+    else:
+        swapped.write_text(news_rows(5000, 40))
+    reason = "outside the data roots" if change == "link" else "changed since it was registered"
+    with pytest.raises(Exception, match=reason):
+        execute_run(started["run"], f"sqlite:///{roots / 'inputs.db'}")
+    shown = client.get(f"/studies/{started['study']}").json()
+    assert shown["state"] == "failed" and reason in shown["message"] and "number" not in shown["message"]
+    client.delete(f"/targets/swap-{change}")

@@ -384,7 +384,7 @@ def create_app(
         )
         caps = Caps(**body.caps.model_dump())
         record = register_target(
-            repository(request), body.name, body.model, task, caps, body.policy, template
+            repository(request), body.name, body.model, task, caps, body.policy, template, settings.data_roots
         )
         return _target_out(record)
 
