@@ -44,6 +44,7 @@ class Candidate:
     private_accuracy: float | None = None  # by private inference
     recovered_accuracy: float | None = None  # the owner's recovered model on plaintext, where measured
     plaintext_accuracy: float | None = None  # plaintext tuning at the same budget
+    evaluated: int | None = None  # rows the accuracy was measured on (None: not recorded)
 
     @classmethod
     def of(cls, study_name: str, trial: FrozenTrial) -> Candidate:
@@ -63,6 +64,7 @@ class Candidate:
             attrs.get("accuracy"),
             attrs.get("recovered_accuracy"),
             attrs.get("plaintext_accuracy"),
+            attrs.get("evaluated"),
         )
 
     def describe_accuracy(self) -> str:
@@ -83,7 +85,7 @@ class Candidate:
                 else "the recovered model on plaintext"
             )
             text += f"; {label} {other:.4f}"
-        return text + baseline_note(self.accuracy, self.baseline_accuracy)
+        return text + baseline_note(self.accuracy, self.baseline_accuracy, self.evaluated)
 
     @classmethod
     def of_record(cls, record: SelectionRecord) -> Candidate:
@@ -242,7 +244,7 @@ def choose(candidates: Sequence[Candidate], policy: str = DEFAULT_POLICY) -> Cho
     else:
         best = min(candidates, key=_distance_to_ideal(candidates))
         reason = f"closest to the ideal point among {len(candidates)} feasible Pareto-optimal settings"
-    if not_learnt(best.accuracy, best.baseline_accuracy):
+    if not_learnt(best.accuracy, best.baseline_accuracy, best.evaluated):
         reason += f"; NOT LEARNT: no better than always giving the most common answer ({ANSWER})"
     return Choice(best, policy, reason)
 

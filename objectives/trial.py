@@ -12,6 +12,9 @@ import copy
 import functools
 import hashlib
 import json
+import logging
+import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -69,6 +72,7 @@ from operators.settings import ShakeSettings
 from operators.vertical import dimension_count
 
 EVAL_BATCH = 64
+log = logging.getLogger("shaketune.trial")
 # which accuracy a search maximises: the cloud's model by private inference (queries encoded, and
 # substituted as an upload is), or the owner's recovered model on plaintext
 PRIVATE, RECOVERED = "private", "recovered"
@@ -180,6 +184,8 @@ class TrialResult:
     perplexity: float | None = None  # language-model tasks: held-out perplexity by private inference
     plaintext_perplexity: float | None = None
     baseline_accuracy: float | None = None  # always answering the most common training label
+    evaluated: int | None = None  # rows of the evaluation slice (classification)
+    slice_warning: str = ""  # a data slice whose labels are in other shares than its source's
     accuracy_without_recovery: float | None = None  # same key and tuning, recovery training skipped
     recovered_accuracy: float | None = None  # the recovered model on plaintext (Fidelity.check_recovered)
     recovery: RecoveryRun | None = None
@@ -289,6 +295,8 @@ class TrialResult:
             "perplexity": self.perplexity,
             "plaintext_perplexity": self.plaintext_perplexity,
             "baseline_accuracy": self.baseline_accuracy,
+            "evaluated": self.evaluated,
+            "slice_warning": self.slice_warning,
             "accuracy_gap": self.accuracy_gap,
             "accuracy_without_recovery": self.accuracy_without_recovery,
             "recovered_accuracy": self.recovered_accuracy,
@@ -335,12 +343,18 @@ class PreparedTask:
     public_ids: list[list[int]]
     num_labels: int
     pad_id: int
+    slice_warning: str = ""  # the slices' labels are in other shares than their sources' (file order)
 
     @property
     def baseline_accuracy(self) -> float:
         """Accuracy on the evaluation slice of always answering the training slice's most common label:
         a setting at or near it has not learnt the task, whatever its leakage."""
         return majority_accuracy(self.train_labels, self.eval_labels)
+
+    @property
+    def evaluated(self) -> int:
+        """Rows of the evaluation slice: how precise an accuracy on it is."""
+        return len(self.eval_labels)
 
 
 @dataclass(frozen=True)
@@ -370,6 +384,16 @@ def prepare_task(task: TaskSpec, model: str, fidelity: Fidelity) -> PreparedTask
     train_labels, names = label_ids(list(train_raw))
     index = {name: i for i, name in names.items()} if names else None
     eval_labels = [index[x] for x in eval_raw] if index else list(eval_raw)
+    skewed = [
+        warning
+        for warning in (
+            slice_skew("training", task.train, train_raw, train.labels),
+            slice_skew("evaluation", task.eval, eval_raw, evaluation.labels),
+        )
+        if warning
+    ]
+    for warning in skewed:
+        log.warning(warning)
     return PreparedTask(
         train_ids=tokenize(tokenizer, train_texts, fidelity.max_length),
         train_labels=train_labels,
@@ -378,6 +402,28 @@ def prepare_task(task: TaskSpec, model: str, fidelity: Fidelity) -> PreparedTask
         public_ids=tokenize(tokenizer, public_texts, fidelity.max_length),
         num_labels=max(train_labels) + 1,
         pad_id=tokenizer.pad_token_id or 0,
+        slice_warning="; ".join(skewed),
+    )
+
+
+SKEW_LIMIT = 0.2  # total variation between a slice's label shares and its source's that is warned about
+
+
+def slice_skew(name: str, source: Any, sliced: list, whole: list) -> str:
+    """A warning when a slice (the first rows in file order) holds labels in other shares than its whole
+    source, as a file sorted by label gives; empty when it is a fair sample or the whole source."""
+    if len(sliced) >= len(whole) or not sliced:
+        return ""
+    shares = lambda labels: {k: v / len(labels) for k, v in Counter(map(str, labels)).items()}  # noqa: E731
+    part, full = shares(sliced), shares(whole)
+    distance = 0.5 * sum(abs(part.get(k, 0.0) - full.get(k, 0.0)) for k in full.keys() | part.keys())
+    if distance <= SKEW_LIMIT:
+        return ""
+    top = max(part, key=part.get)
+    return (
+        f"the {name} slice (the first {len(sliced)} rows of {source} in file order) is skewed: "
+        f"{part[top]:.0%} of it has one label, which is {full.get(top, 0.0):.0%} of the source; shuffle the "
+        "file or choose a row range that samples every label"
     )
 
 
@@ -396,16 +442,27 @@ ANSWER = "label, or next token for a language model"
 LEARNT_MARGIN = 0.01  # accuracy within this of the baseline: the task was not learnt
 
 
-def not_learnt(accuracy: float | None, baseline: float | None) -> bool:
-    """True when an accuracy is no better (within a point) than always answering the most common label."""
-    return accuracy is not None and baseline is not None and accuracy <= baseline + LEARNT_MARGIN
+def learnt_margin(baseline: float, evaluated: int | None = None) -> float:
+    """How far above the baseline an accuracy must be to count as learnt: a point, or two standard errors
+    of the baseline's accuracy on ``evaluated`` rows where that is more (a small evaluation is noisy)."""
+    if not evaluated:
+        return LEARNT_MARGIN
+    return max(LEARNT_MARGIN, 2.0 * math.sqrt(baseline * (1.0 - baseline) / evaluated))
 
 
-def baseline_note(accuracy: float | None, baseline: float | None) -> str:
+def not_learnt(accuracy: float | None, baseline: float | None, evaluated: int | None = None) -> bool:
+    """True when an accuracy is no better than always answering the most common label, within
+    :func:`learnt_margin` (``evaluated``: rows it was measured on, when known)."""
+    if accuracy is None or baseline is None:
+        return False
+    return accuracy <= baseline + learnt_margin(baseline, evaluated)
+
+
+def baseline_note(accuracy: float | None, baseline: float | None, evaluated: int | None = None) -> str:
     """How an accuracy compares with always answering the most common label; loud when it is no better."""
     if accuracy is None or baseline is None:
         return ""
-    if not_learnt(accuracy, baseline):
+    if not_learnt(accuracy, baseline, evaluated):
         return f"; NOT LEARNT: always giving the most common answer ({ANSWER}) scores {baseline:.4f}"
     return f"; the most common answer alone scores {baseline:.4f}"
 
@@ -851,6 +908,8 @@ class TrialRunner:
             peak_memory_mb=peak_memory_mb(),
             embedding_memory_mb=embedding_memory_mb(key.shaken_vocab_size, self.shape.hidden),
             baseline_accuracy=self.data.baseline_accuracy,
+            evaluated=getattr(self.data, "evaluated", None),
+            slice_warning=getattr(self.data, "slice_warning", ""),
             task_kind=self.task.kind,
             device=describe_device(self.device),
             **measured,

@@ -169,3 +169,19 @@ def test_a_homophonic_trial_attacks_the_groups_and_counts_the_larger_embedding(s
     # private inference draws copies at random; the recovered model averages them: close, not equal
     assert abs(result.recovered_accuracy - result.accuracy) <= 0.1
     assert baseline.recovered_accuracy == baseline.accuracy  # 1:1 recovery is exact
+
+
+def test_a_small_evaluation_needs_a_wider_margin_and_skewed_slices_are_warned_about():
+    """Issue 26 (7): NOT LEARNT allows for the evaluation's noise; a first-rows slice of a file sorted by
+    label is named as skewed."""
+    from objectives.trial import LEARNT_MARGIN, learnt_margin, not_learnt, slice_skew
+
+    assert learnt_margin(0.5, None) == LEARNT_MARGIN == learnt_margin(0.5, 100_000)
+    assert learnt_margin(0.5, 32) == pytest.approx(2 * (0.25 / 32) ** 0.5)
+    assert not_learnt(0.62, 0.5, 32) and not not_learnt(0.62, 0.5, 10_000)
+    labels = ["a"] * 50 + ["b"] * 50 + ["c"] * 50 + ["d"] * 50  # a file sorted by label
+    warning = slice_skew("evaluation", "sorted.tsv", labels[:32], labels)
+    assert "skewed: 100% of it has one label, which is 25% of the source" in warning
+    mixed = ["a", "b", "c", "d"] * 50
+    assert slice_skew("evaluation", "mixed.tsv", mixed[:32], mixed) == ""
+    assert slice_skew("evaluation", "whole.tsv", labels, labels) == ""

@@ -194,7 +194,7 @@ def measure_lines(chosen: TrialSettings, repeated: Repeated) -> list[str]:
     lines = [
         f"settings  {chosen.shaking.describe()} | tuning {chosen.describe_budget()}",
         f"accuracy  {accuracy:.4f}{over} (plaintext {figure('plaintext_accuracy'):.4f}, gap {gap:+.4f}"
-        f"{baseline_note(accuracy, result.baseline_accuracy)})",
+        f"{baseline_note(accuracy, result.baseline_accuracy, result.evaluated)})",
     ]
     if figure("recovered_accuracy") is not None:
         lines.append(

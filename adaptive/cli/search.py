@@ -115,6 +115,7 @@ def _front_rows(front: list) -> list[dict[str, Any]]:
                 "recovered_accuracy": trial.user_attrs.get("recovered_accuracy"),
                 "private_accuracy": trial.user_attrs.get("accuracy"),
                 "baseline_accuracy": trial.user_attrs.get("baseline_accuracy"),
+                "evaluated": trial.user_attrs.get("evaluated"),
                 "cost_gflops": cost,
                 "leakage": leakage,
                 **leakage_figures(trial).to_dict(),
@@ -154,11 +155,10 @@ def _front_table(title: str, rows: list[dict[str, Any]]) -> Table:
     for row in rows:
         settings = TrialSettings.from_dict(row["settings"])
         gap = row["accuracy_gap"]
+        learnt = not not_learnt(row["accuracy"], row["baseline_accuracy"], row.get("evaluated"))
         table.add_row(
             str(row["trial"]),
-            f"{row['accuracy']:.4f}"
-            + (" not learnt" if not_learnt(row["accuracy"], row["baseline_accuracy"]) else "")
-            + _other_accuracy(row),
+            f"{row['accuracy']:.4f}" + ("" if learnt else " not learnt") + _other_accuracy(row),
             f"{gap:+.4f}" if gap is not None else "",
             escape(_percent_and_attack(row["leakage_bound_rare"], row["strongest_rare_attack"], "-")),
             escape(_percent_and_attack(row["canary_recovery"], row["strongest_canary_attack"], "-")),
