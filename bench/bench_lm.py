@@ -30,7 +30,7 @@ from objectives.small_lm import SmallLMSpec, built_with, pretrain_small_lm  # no
 from objectives.task import DataSource, TaskSpec  # noqa: E402
 from objectives.trial import Fidelity, MemoryReferences, TrialRunner, TrialSettings  # noqa: E402
 from objectives.tuning import TuningBudget  # noqa: E402
-from operators.settings import HomophoneSettings, OperatorSettings, ShakeSettings  # noqa: E402
+from operators.settings import HomophoneSettings, OperatorSettings, ShakeSettings, preset  # noqa: E402
 
 SMALL_LM = SmallLMSpec("llama", hidden=64, layers=2, heads=2, max_length=32, steps=600, batch_size=16)
 BUDGETS = {
@@ -58,7 +58,12 @@ SETTINGS = [
         ShakeSettings(1.0, NOISE),
         RecoveryBudget(300, 16, 1e-3, part="all", objective="lm"),
     ),
+    Setting("rare-tokens (substitution)", preset("rare-tokens")),  # target (iii): sensitive figures
 ]
+
+
+def cell(value: float | None) -> str:
+    return f"{value:6.3f}" if value is not None else f"{'-':>6s}"
 
 
 def small_model(directory: Path, sst2: Path) -> Path:
@@ -102,7 +107,8 @@ def main() -> None:
     )
     header = (
         f"{'setting':32s} {'mode':5s} {'acc':>6s} {'plain':>6s} {'gap':>7s} {'ppl':>7s} {'plain':>7s} "
-        f"{'bound':>6s} {'attacks':>7s} {'GFLOP':>7s} {'xplain':>6s} {'s':>6s} {'xplain':>6s}"
+        f"{'bound':>6s} {'attacks':>7s} {'rare':>6s} {'secret':>6s} {'recov':>6s} {'GFLOP':>7s} "
+        f"{'xplain':>6s} {'s':>6s} {'xplain':>6s}"
     )
     print(header, flush=True)
     plain_seconds: dict[str, float] = {}
@@ -122,7 +128,9 @@ def main() -> None:
             print(
                 f"{setting.label:32s} {mode:5s} {result.accuracy:6.3f} {result.plaintext_accuracy:6.3f} "
                 f"{result.accuracy_gap:+7.3f} {result.perplexity:7.1f} {result.plaintext_perplexity:7.1f} "
-                f"{result.leakage_bound:6.3f} {result.leakage_attacks:7.3f} {result.cost_gflops:7.1f} "
+                f"{result.leakage_bound:6.3f} {result.leakage_attacks:7.3f} "
+                f"{cell(result.leakage_bound_rare)} {cell(result.canary_recovery)} "
+                f"{cell(result.recovered_accuracy)} {result.cost_gflops:7.1f} "
                 f"{ratio:6.2f} {seconds:6.1f} {seconds / plain_seconds[mode]:6.2f}",
                 flush=True,
             )
@@ -138,8 +146,10 @@ def main() -> None:
                 handle.write(json.dumps(record) + "\n")
     print(
         "gap: plaintext tuning minus private tuning at the same budget (next-token accuracy); bound: the "
-        "informed-adversary figure, attacks: the suite's best run (a lower bound); xplain: the trial's cost "
-        "over plaintext tuning + inference (FLOPs) and over the plaintext reference's seconds",
+        "informed-adversary figure, attacks: the suite's best run (a lower bound); rare, secret: the bound "
+        "on rare tokens and planted secrets; recov: the recovered model on plaintext (substituting keys); "
+        "xplain: the trial's cost over plaintext tuning + inference (FLOPs) and over the plaintext "
+        "reference's seconds",
         flush=True,
     )
 
