@@ -83,12 +83,12 @@ def test_frequency_evidence_breaks_ties_that_noise_leaves(attack_setup, noisy):
 def test_context_recovers_what_noisy_rows_and_counts_leave(attack_setup, noisy):
     """Issue 25 (c): an outside attacker decoding rows, counts and context jointly beat the bound on noisy
     rows. The joint decoders read the same public text: on this upload (gaussian 6, 1,000 sentences,
-    public text dev[1000:]) the posterior recovered 0.486 and the joint decoder 0.775 when measured."""
+    public text dev[1000:]) the posterior recovered 0.486 and the joint decoder 0.799 when measured."""
     from objectives.attacks.joint import JointDecodingAttack
 
     view, key = noisy
-    found = figures(view, key, attack_setup[3], [PosteriorAttack(), JointDecodingAttack(0.05)])
-    assert found["joint_w0.05"] > found["posterior"] + 0.1, found
+    found = figures(view, key, attack_setup[3], [PosteriorAttack(), JointDecodingAttack()])
+    assert found["joint_w0.1"] > found["posterior"] + 0.1, found
 
 
 def test_staged_figures_are_maxima_over_stages_and_the_bound_never_below_the_suite(attack_setup, noisy):

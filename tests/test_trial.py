@@ -45,7 +45,6 @@ def test_a_trial_runs_end_to_end_and_repeats_exactly(runner):
         "shaken/nearest",
         "shaken/nearest_standardized",
         "shaken/posterior",
-        "shaken/joint_w0.05",
         "shaken/joint_w0.1",
         "shaken/alignment",
         "shaken/relational",
@@ -54,7 +53,6 @@ def test_a_trial_runs_end_to_end_and_repeats_exactly(runner):
         "shaken/informed/nearest",
         "shaken/informed/nearest_standardized",
         "shaken/informed/posterior",
-        "shaken/informed/joint_w0.05",
         "shaken/informed/joint_w0.1",
     }
     # the bound is never below the suite's figure, and is set by one of the two sets of attacks

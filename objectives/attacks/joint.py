@@ -3,7 +3,7 @@
 The posterior attack names each shaken id from its row and its count alone. Where noise leaves several
 tokens about equally likely, the text around the id's occurrences says which one it is: an id that
 follows "the" and precedes "film" is more likely "best" than "beast". This attack keeps each observed
-id's most probable tokens by row and count (the posterior's scores), then repeatedly re-scores them with
+id's 20 most probable tokens by row and count (the posterior's scores), then repeatedly re-scores them with
 the bigram log-likelihood of every occurrence's neighbours under public bigram statistics, given the
 current guesses of those neighbours, weighted by ``weight`` (a public bigram model of a few tens of
 thousands of tokens is overconfident, so the weight is below one: each weight is one attack an attacker
@@ -18,9 +18,8 @@ import torch
 
 from objectives.attacks.context import AttackContext, Guess
 from objectives.attacks.mixing import assign_greedily
-from objectives.attacks.nearest import posterior_blocks
+from objectives.attacks.nearest import posterior_shortlists
 
-SHORTLIST = 16  # tokens kept per observed id
 PASSES = 6  # the context weight rises to its full value over the passes
 SMOOTHING = 1.0  # additive smoothing of public bigrams towards unigram shares
 
@@ -51,15 +50,15 @@ class BigramModel:
 class JointDecodingAttack:
     """Posterior shortlists re-scored by context, then assigned one-to-one."""
 
-    def __init__(self, weight: float = 0.5, shortlist: int = SHORTLIST, passes: int = PASSES) -> None:
-        self.weight, self.shortlist, self.passes = weight, shortlist, passes
+    def __init__(self, weight: float = 0.1, passes: int = PASSES) -> None:
+        self.weight, self.passes = weight, passes
         self.name = f"joint_w{weight:g}"
 
     def guess(self, context: AttackContext) -> Guess:
         guess = torch.full((context.view.vocab_size,), -1, dtype=torch.long)
         if context.public.bigrams is None:
             return Guess(guess, "no public bigrams")
-        ids, tokens, row_scores = self._shortlists(context)
+        ids, tokens, row_scores = posterior_shortlists(context)
         if not len(ids):
             return Guess(guess)
         specials = torch.as_tensor(context.public.special_ids, dtype=torch.long)
@@ -87,20 +86,6 @@ class JointDecodingAttack:
         for row, token in assigned.items():
             guess[row] = token
         return Guess(guess, f"weight {self.weight:g}, {len(assigned)} ids assigned one-to-one")
-
-    def _shortlists(self, context: AttackContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Observed ids, their ``shortlist`` most probable tokens and those tokens' posterior scores."""
-        take = min(self.shortlist, len(context.candidates))
-        ids, tokens, scores = [], [], []
-        for block, score in posterior_blocks(context):
-            best, where = torch.topk(score, take, dim=1)
-            ids.append(block)
-            tokens.append(context.candidates[where.cpu()])
-            scores.append(best.cpu().double())
-        if not ids:
-            empty = torch.empty(0, dtype=torch.long)
-            return empty, empty.reshape(0, take), torch.empty(0, take, dtype=torch.float64)
-        return torch.cat(ids), torch.cat(tokens), torch.cat(scores)
 
     @staticmethod
     def _context(

@@ -15,34 +15,23 @@ import numpy as np
 import torch
 
 from objectives.attacks.context import AttackContext, Guess
-from objectives.attacks.nearest import posterior_blocks
-
-SHORTLIST = 20  # tokens kept per row before the one-to-one assignment
+from objectives.attacks.nearest import posterior_shortlists
 
 
 class ClusterMatchingAttack:
-    """One-to-one matching of shaken rows to mixed public rows by row and count likelihood."""
+    """One-to-one matching of shaken rows to mixed public rows by row and count likelihood (each row's
+    posterior shortlist)."""
 
     name = "cluster_matching"
 
-    def __init__(self, shortlist: int = SHORTLIST) -> None:
-        self.shortlist = shortlist
-
     def guess(self, context: AttackContext) -> Guess:
-        rows, tokens, scores = [], [], []
-        take = min(self.shortlist, len(context.candidates))
-        for ids, score in posterior_blocks(context):
-            best, where = torch.topk(score, take, dim=1)
-            rows.append(ids[:, None].expand(-1, take).reshape(-1))
-            tokens.append(context.candidates[where.cpu()].reshape(-1))
-            scores.append(best.cpu().reshape(-1).double())
         guess = torch.full((context.view.vocab_size,), -1, dtype=torch.long)
-        if not rows:
+        ids, tokens, scores = posterior_shortlists(context)
+        if not len(ids):
             return Guess(guess)
-        row, token, score = torch.cat(rows), torch.cat(tokens), torch.cat(scores)
-        first = row.reshape(-1, take)[:, 0], token.reshape(-1, take)[:, 0]
-        guess[first[0]] = first[1]  # each row's most probable token, where the assignment gives none
-        assigned = assign_greedily(row.numpy(), token.numpy(), score.numpy())
+        guess[ids] = tokens[:, 0]  # each row's most probable token, where the assignment gives none
+        rows = ids[:, None].expand_as(tokens).reshape(-1).numpy()
+        assigned = assign_greedily(rows, tokens.reshape(-1).numpy(), scores.reshape(-1).numpy())
         moved = 0
         for r, t in assigned.items():
             moved += int(guess[r] != t)

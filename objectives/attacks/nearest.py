@@ -54,6 +54,29 @@ def posterior_blocks(context: AttackContext) -> Iterator[tuple[torch.Tensor, tor
         yield ids, score.div_(noise).add_(bias).add_(evidence)
 
 
+SHORTLIST = 20  # tokens kept per observed id by :func:`posterior_shortlists`
+
+
+def posterior_shortlists(context: AttackContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Observed ids, each one's :data:`SHORTLIST` most probable tokens by the posterior (best first) and
+    their scores: computed once per view for every attack that starts from the posterior."""
+
+    def compute() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        take = min(SHORTLIST, len(context.candidates))
+        ids, tokens, scores = [], [], []
+        for block, score in posterior_blocks(context):
+            best, where = torch.topk(score, take, dim=1)
+            ids.append(block)
+            tokens.append(context.candidates[where.cpu()])
+            scores.append(best.cpu().double())
+        if not ids:
+            empty = torch.empty(0, dtype=torch.long)
+            return empty, empty.reshape(0, take), torch.empty(0, take, dtype=torch.float64)
+        return torch.cat(ids), torch.cat(tokens), torch.cat(scores)
+
+    return context.cached("posterior/shortlists", compute)
+
+
 class PosteriorAttack:
     """The most probable token for each shaken row: gaussian likelihood of the row around each public row
     (noise estimated from the rows) times the Poisson likelihood of the id's count under the token's
@@ -63,7 +86,7 @@ class PosteriorAttack:
 
     def guess(self, context: AttackContext) -> Guess:
         guess = torch.full((context.view.vocab_size,), -1, dtype=torch.long)
-        for ids, score in posterior_blocks(context):
-            guess[ids] = context.candidates[score.argmax(dim=1).cpu()]
+        ids, tokens, _ = posterior_shortlists(context)
+        guess[ids] = tokens[:, 0]
         noise = noise_variance(context.space("centred"))
         return Guess(guess, f"noise {noise**0.5:.3g} per dimension")

@@ -74,7 +74,7 @@ def decoding_attacks(public_text: bool, substituted: bool) -> list[Attack]:
     return [DecodingAttack()] if public_text and substituted else []
 
 
-JOINT_WEIGHTS = (0.05, 0.1)  # context weights of the joint decoders (objectives/attacks/joint.py)
+JOINT_WEIGHTS = (0.1,)  # context weights of the joint decoders (objectives/attacks/joint.py)
 
 
 def _matching(public_text: bool) -> list[Attack]:
