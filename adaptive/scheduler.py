@@ -144,6 +144,15 @@ def fire(target: str, url: str | None = None, **_: Any) -> None:
     log.info("schedule for %s started run %s (study %s)", target, run.id, run.study_name)
 
 
+def stop_scheduler(scheduler: BackgroundScheduler, url: str) -> None:
+    """Shut a service's scheduler down; its jobs no longer fire into ``url`` from this process (a later
+    scheduler, or a firing without one, uses its own database)."""
+    global _service_url
+    scheduler.shutdown(wait=False)
+    if _service_url == url:
+        _service_url = None
+
+
 def make_scheduler(url: str, running: bool) -> BackgroundScheduler:
     """A scheduler on the database's job table; ``running=False`` only edits jobs (the CLI)."""
     global _service_url

@@ -134,3 +134,26 @@ def serve_in_thread(app) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def sst2_task(sst2: Path, eval_rows: int = 32):
+    """An in-process task on SST-2: train.tsv private, the first ``eval_rows`` of dev.tsv to evaluate,
+    dev.tsv[1000:] public."""
+    from objectives.task import DataSource, TaskSpec
+
+    return TaskSpec(
+        DataSource(str(sst2 / "train.tsv")),
+        DataSource(str(sst2 / "dev.tsv"), 0, eval_rows),
+        DataSource(str(sst2 / "dev.tsv"), 1000),
+    )
+
+
+def tiny_space(steps: int = 2, learning_rate: float = 1e-4):
+    """A search space of gaussian noise alone, full tuning at one budget, 1:1 keys, no substitution or
+    mixing (their mechanisms take seconds to build; tested in their own files)."""
+    from adaptive.space import SearchSpace
+
+    return SearchSpace(
+        operators=("gaussian",), steps=(steps,), learning_rates=(learning_rate,), modes=("full",),
+        batch_size=8, recovery_steps=(0,), max_shares=(1.0,), substitute=(False,), mix=(False,),
+    )  # fmt: skip

