@@ -172,7 +172,8 @@ def register_target(
     if policy not in POLICIES:
         raise SettingsError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
     existing = repository.get_target(name)
-    if existing is not None and (existing.model != model or existing.task_fingerprint != task.fingerprint()):
+    fingerprint = task.fingerprint()
+    if existing is not None and (existing.model != model or existing.task_fingerprint != fingerprint):
         before, now = _described(existing.task), task.describe_fully()
         same = " (described alike: a source's content has changed since)" if before == now else ""
         raise SettingsError(
@@ -180,7 +181,7 @@ def register_target(
             f"model {model!r} and task {now}{same}; use another target name for another model or task"
         )
     record = repository.ensure_target(
-        name, model, task.to_dict(), task.fingerprint(), caps.to_dict(), policy, template.to_dict()
+        name, model, task.to_dict(), fingerprint, caps.to_dict(), policy, template.to_dict()
     )
     changes: dict[str, Any] = {}
     if existing is not None:  # same model and task: the new caps, policy and template
@@ -558,34 +559,30 @@ def _execute(
             raise RunCancelled
         message = decide_selection(repository, target, study, config.caps)
         repository.update_target(target.name, last_study=run.study_name)
-        return finish_run(repository, run_id, owner, "succeeded", message)
+        return finish_run(repository, run_id, owner, "succeeded", message) or repository.get_run(run_id)
     except RunCancelled:
-        return finish_run(repository, run_id, owner, "cancelled", "cancelled")
+        return finish_run(repository, run_id, owner, "cancelled", "cancelled") or repository.get_run(run_id)
     except Exception as exc:
         message = f"{type(exc).__name__}: {str(exc)[:500]}"
-        current = repository.get_run(run_id)
-        if not _still_mine(current, owner):  # ended or taken over while this worker was stopped
-            state = current.state if current else "gone"
-            log.warning("run %s is %s and no longer this worker's: %s dropped", run_id, state, message)
+        if finish_run(repository, run_id, owner, "failed", message) is None:
+            # ended or taken over while this worker was stopped: the run keeps its state
+            current = repository.get_run(run_id)
+            log.warning(
+                "run %s is %s and no longer this worker's: %s dropped", run_id, current.state, message
+            )
             return current
-        finish_run(repository, run_id, owner, "failed", message)
         raise
-
-
-def _still_mine(run: RunRecord | None, owner: tuple[str, int]) -> bool:
-    return run is not None and run.state in ACTIVE_STATES and (run.host, run.pid) == owner
 
 
 def finish_run(
     repository: Repository, run_id: int, owner: tuple[str, int], state: str, message: str
-) -> RunRecord:
+) -> RunRecord | None:
     """A worker's final write: only while the run is still active and still this worker's, so a worker
     resumed after the service ended or re-launched its run (a frozen process) never overwrites a terminal
-    state; returns the run as it then is."""
-    done = repository.update_run(
+    state; the run as written, or None when the write did not apply."""
+    return repository.update_run(
         run_id, expected=ACTIVE_STATES, owner=owner, state=state, finished_at=utcnow(), message=message
     )
-    return done or repository.get_run(run_id)
 
 
 def raise_on_sigterm() -> None:

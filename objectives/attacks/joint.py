@@ -6,8 +6,8 @@ follows "the" and precedes "film" is more likely "best" than "beast". This attac
 id's 20 most probable tokens by row and count (the posterior's scores), then repeatedly re-scores them with
 the bigram log-likelihood of every occurrence's neighbours under public bigram statistics, given the
 current guesses of those neighbours, weighted by ``weight`` (a public bigram model of a few tens of
-thousands of tokens is overconfident, so the weight is below one: each weight is one attack an attacker
-could run, and the bound takes the best). After the passes, ids are assigned one-to-one (a 1:1 key's
+thousands of tokens is overconfident, so the weight is well below one, and it rises to its value over the
+passes, as the neighbours' guesses improve). After the passes, ids are assigned one-to-one (a 1:1 key's
 permutation is a bijection), as :mod:`objectives.attacks.mixing` does. Special tokens are known and
 anchor the sentence ends.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from objectives.attacks.context import AttackContext, Guess
-from objectives.attacks.mixing import assign_greedily
+from objectives.attacks.mixing import one_to_one
 from objectives.attacks.nearest import posterior_shortlists
 
 PASSES = 6  # the context weight rises to its full value over the passes
@@ -71,21 +71,13 @@ class JointDecodingAttack:
         first, second = codes // size, codes % size
         row_of = torch.full((size,), -1, dtype=torch.long)
         row_of[ids] = torch.arange(len(ids))
-        changed = 0
         score = row_scores
         for step in range(self.passes):
             weight = self.weight * (step + 1) / self.passes  # context weighs more as the guesses improve
             score = row_scores + weight * self._context(model, guess, row_of, tokens, first, second, counts)
-            best = tokens.gather(1, score.argmax(dim=1, keepdim=True)).squeeze(1)
-            changed = int((best != guess[ids]).sum())
-            guess[ids] = best
-            if not changed and step == self.passes - 1:
-                break
-        rows = ids[:, None].expand_as(tokens).reshape(-1).numpy()
-        assigned = assign_greedily(rows, tokens.reshape(-1).numpy(), score.reshape(-1).numpy())
-        for row, token in assigned.items():
-            guess[row] = token
-        return Guess(guess, f"weight {self.weight:g}, {len(assigned)} ids assigned one-to-one")
+            guess[ids] = tokens.gather(1, score.argmax(dim=1, keepdim=True)).squeeze(1)
+        assigned, _ = one_to_one(guess, ids, tokens, score)
+        return Guess(guess, f"weight {self.weight:g}, {assigned} ids assigned one-to-one")
 
     @staticmethod
     def _context(

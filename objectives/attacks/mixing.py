@@ -30,13 +30,22 @@ class ClusterMatchingAttack:
         if not len(ids):
             return Guess(guess)
         guess[ids] = tokens[:, 0]  # each row's most probable token, where the assignment gives none
-        rows = ids[:, None].expand_as(tokens).reshape(-1).numpy()
-        assigned = assign_greedily(rows, tokens.reshape(-1).numpy(), scores.reshape(-1).numpy())
-        moved = 0
-        for r, t in assigned.items():
-            moved += int(guess[r] != t)
-            guess[r] = t
-        return Guess(guess, f"{len(assigned)} rows assigned one-to-one, {moved} moved off their best token")
+        assigned, moved = one_to_one(guess, ids, tokens, scores)
+        return Guess(guess, f"{assigned} rows assigned one-to-one, {moved} moved off their best token")
+
+
+def one_to_one(
+    guess: torch.Tensor, ids: torch.Tensor, tokens: torch.Tensor, scores: torch.Tensor
+) -> tuple[int, int]:
+    """Reassign ``guess`` in place so that no two of ``ids`` share a token, taking each id's shortlisted
+    ``tokens`` by ``scores`` from the most probable pair down; returns (ids assigned, ids moved)."""
+    rows = ids[:, None].expand_as(tokens).reshape(-1).numpy()
+    assigned = assign_greedily(rows, tokens.reshape(-1).numpy(), scores.reshape(-1).numpy())
+    moved = 0
+    for row, token in assigned.items():
+        moved += int(guess[row] != token)
+        guess[row] = token
+    return len(assigned), moved
 
 
 def assign_greedily(row: np.ndarray, token: np.ndarray, score: np.ndarray) -> dict[int, int]:
