@@ -80,7 +80,8 @@ class SearchSpace:
     substitute: tuple[bool, ...] = (False, True)  # per-occurrence substitution off, on
     substitute_epsilon: tuple[float, float] = (0.5, 16.0)  # searched on a log scale
     substitute_keep_top: tuple[int, ...] = (0, 100, 300, 1000, 3000)
-    substitute_candidates: tuple[str, ...] = CANDIDATES
+    # kept keeps meaning only at eps >= 100, far above the epsilon range: asked for by name
+    substitute_candidates: tuple[str, ...] = ("vocabulary", "clusters", "mask")
     substitute_k: tuple[int, ...] = (10, 20, 50)
     substitute_classes: tuple[str, ...] = ("numbers+words", "numbers", "numbers+pieces")
     mix: tuple[bool, ...] = (False, True)  # cluster mixing of the embedding rows off, on
@@ -131,6 +132,10 @@ class SearchSpace:
         bad = [c for c in self.substitute_candidates if c not in CANDIDATES]
         if not self.substitute_candidates or bad:
             raise SettingsError(f"substitute candidates must be among {', '.join(CANDIDATES)}")
+        if "kept" in self.substitute_candidates and 0 in self.substitute_keep_top:
+            raise SettingsError(
+                "substitute candidates kept draws among kept tokens: drop keep_top 0 from its choices"
+            )
         if not self.substitute_k or not all(2 <= k <= MAX_CLUSTER for k in self.substitute_k):
             raise SettingsError(f"substitute k (tokens per cluster) must lie in [2, {MAX_CLUSTER}]")
         if not self.substitute_classes:

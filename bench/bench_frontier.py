@@ -81,12 +81,16 @@ def mixed(label: str, k: int, tau: float, noise: float, substitute: SubstituteSe
     return row(label, [], substitute=substitute, mix=MixSettings(k, tau, noise))
 
 
-def substituted(label: str, epsilon: float, keep: int, classes=("numbers", "pieces"), k: int = 0) -> Row:
-    """A substitution row: ``k`` > 0 for clusters of k tokens, else the whole vocabulary of a kind."""
-    candidates = "clusters" if k else "vocabulary"
+def substituted(
+    label: str, epsilon: float, keep: int, classes=("numbers", "pieces"), k: int = 0, candidates: str = ""
+) -> Row:
+    """A substitution row: ``k`` > 0 for clusters of k tokens, else the whole vocabulary of a kind (or the
+    ``candidates`` named)."""
+    candidates = candidates or ("clusters" if k else "vocabulary")
     return row(label, [], substitute=SubstituteSettings(epsilon, candidates, k or 20, keep, tuple(classes)))
 
 
+WORDS = ("numbers", "words")
 RARE_TOKENS = SubstituteSettings(2.0, "vocabulary", 20, 1000, ("numbers", "words"))
 ROWS = [
     row("tilt 1.5 + gaussian 1.5 (1:1)", [("tilt", 1.5), ("gaussian", 1.5)]),
@@ -129,6 +133,11 @@ ROWS = [
     mixed("mix 50 nearest, tau 1, noise 3", 50, 1.0, 3.0),
     mixed("mix 50 nearest, tau 1, noise 2 + rare-tokens", 50, 1.0, 2.0, RARE_TOKENS),
     mixed("mix 100 nearest, tau 1, noise 1", 100, 1.0, 1.0),  # 40
+    *(
+        substituted(f"subst. kept, eps {eps}, keep 1000, numbers+words", eps, 1000, WORDS, 0, "kept")
+        for eps in (64.0, 128.0, 256.0)  # 41-43
+    ),
+    substituted("mask, keep 1000, numbers+words", 1.0, 1000, WORDS, 0, "mask"),
 ]
 
 

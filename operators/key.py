@@ -315,9 +315,9 @@ def build_mechanism(
 
     def groups() -> Any:
         mask = substitutable_ids(settings, classes, special_ids, kept)
+        spared = spared_ids(settings, classes, kept)
         whole = "words" in settings.classes  # kept tokens are then drawn with their word
-        spared = spared_ids(settings, classes, kept) if whole else None
-        return make_groups(settings, rows, classes, mask, spared)
+        return make_groups(settings, rows, classes, mask, spared if whole else None, spared)
 
     def mechanism() -> Mechanism:
         built = _remembered(known and ("groups", known, shape, tuple(kept)), groups)

@@ -6,14 +6,27 @@ Groups. Every token that may be substituted belongs to exactly one candidate gro
 disjoint, so an output reveals its group (the candidate set is public). A group never mixes word starts
 with word continuations (a piece stays a piece, so token counts never change) nor numbers with other
 tokens. ``vocabulary``: one group per kind of token (SanText over the whole vocabulary of that kind);
-``clusters``: disjoint clusters of k nearest tokens within a kind (CusText).
+``clusters``: disjoint clusters of k nearest tokens within a kind (CusText); ``kept``: a substituted token
+is drawn among the kept (most frequent public) tokens of its kind, so a rare word becomes a common word
+near it in meaning and never another rare one (a kind without kept tokens, numbers for instance, is drawn
+in its whole vocabulary as with ``vocabulary``). Under ``kept`` an output is ambiguous: a common word in
+the upload is either written so or a rare word's draw. ``mask``: every substituted token becomes the
+vocabulary's unknown token (``[UNK]``): one output for all, so an occurrence tells nothing of what was
+written (0-local DP; epsilon is not used), only that something was (as every group does).
 
 Mechanism. P(y | x) = exp(eps u(x, y) / 2) / Z(x) over the y of x's group, u(x, y) = -d(x, y) / D(x), d the
-Euclidean distance between the public pretrained input-embedding rows and D(x) the largest distance from x
-within its group. As u lies in [-1, 0] for every pair, for any two tokens x, x' of one group and any output
-y, P(y | x) <= exp(eps) P(y | x'): eps-local differential privacy per occurrence among the members of a
-group, and none between groups. It bounds what one occurrence tells an attacker beyond its prior; it
-does not stop a frequent token being guessed from its context.
+Euclidean distance between the public pretrained input-embedding rows (under ``kept``, between the rows scaled
+to unit length: the nearest rows by raw distance are those of similar norm, not meaning) and D(x) the largest
+distance from x within its group. As u lies in [-1, 0] for every pair, for any two tokens x, x' drawn in one
+group and any output y, P(y | x) <= exp(eps) P(y | x'): eps-local differential privacy per occurrence among
+the inputs of a group, and none between groups (under ``kept`` the guarantee is only worth its name at small
+eps, where the draw keeps no meaning; where it keeps meaning, eps >= 100, what protects a rare word is how
+many rare words share its nearest common ones, and only attacks measure that). It bounds what one occurrence
+tells an attacker beyond its prior; it does not stop a frequent token being guessed from its context.
+
+Under ``kept``, only the substitutable words and pieces are drawn by distance; what carries no meaning
+the model needs and may carry a secret is drawn uniformly (epsilon 0): numbers, drawn among their
+kind, and the kept tokens of a word substituted whole (a rare e-mail address's frequent pieces).
 
 Who passes unchanged: special tokens, tokens the tokenizer never produces from text (bracketed, such as
 ``[unused5]`` or ``<0x0A>``), and the ``keep_top`` most frequent public tokens unless a class substituted
@@ -21,7 +34,8 @@ whatever its frequency holds them (``numbers``: a digit anywhere; ``pieces``: wo
 the class ``words``, a word (a word start and the continuations after it) is substituted whole when any
 of its tokens is: a rare name or e-mail address loses its frequent pieces too, a frequent word split in
 pieces stays whole. A kept token substituted so is drawn in the group of its nearest substitutable token
-of its kind. Nothing is ever replaced by a kept token: kept tokens are never outputs.
+of its kind (under ``kept``, among the kept tokens of its kind). Except under ``kept``, nothing is ever
+replaced by a kept token: kept tokens are never outputs.
 
 Draws. An occurrence's draw is a keyed hash (BLAKE2b, keyed from the key's seed) of the plaintext ids in a
 window of :data:`WINDOW` tokens either side: re-encoding the same text gives the same upload (no fresh
@@ -47,6 +61,7 @@ CHUNK = 512  # rows of distances computed at once
 _BRACKETED = re.compile(r"^(\[.*\]|<.*>)$")
 _MARKERS = ("##", "\u0120", "\u2581")  # WordPiece continuation; byte-level BPE and SentencePiece word start
 KIND_NAMES = ("word", "number", "piece", "number piece")
+PLACEHOLDERS = ("[UNK]", "<unk>", "<|endoftext|>")  # what ``mask`` writes, the first the vocabulary has
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,6 +71,7 @@ class TokenClasses:
     continuation: torch.Tensor  # bool: continues a word (WordPiece ``##x``; a BPE token without a space)
     numeric: torch.Tensor  # bool: holds a digit
     unproducible: torch.Tensor  # bool: bracketed tokens the tokenizer never produces from text
+    placeholder: int = -1  # the unknown token (``[UNK]``, ``<unk>``), -1 if the vocabulary has none
 
     @property
     def kind(self) -> torch.Tensor:
@@ -78,20 +94,26 @@ def token_classes(tokens: Sequence[str]) -> TokenClasses:
         continuation.append(not bracketed and (marked if marker == "##" else bool(marker) and not marked))
         numeric.append(not bracketed and any(ch.isdigit() for ch in text))
         unproducible.append(bracketed)
-    return TokenClasses(torch.tensor(continuation), torch.tensor(numeric), torch.tensor(unproducible))
+    placeholder = next((tokens.index(t) for t in PLACEHOLDERS if t in tokens), -1)
+    return TokenClasses(
+        torch.tensor(continuation), torch.tensor(numeric), torch.tensor(unproducible), placeholder
+    )
 
 
 @dataclass(frozen=True, eq=False)
 class Groups:
-    """Disjoint candidate groups: ``group_of[i]`` (-1: passes unchanged), members of group g in
+    """Disjoint candidate groups: ``group_of[i]`` (-1: never an output), members of group g in
     ``members[offsets[g] : offsets[g + 1]]`` (ascending ids), the only possible outputs. ``input_of[i]``
     is the group token i is drawn in when it is substituted: its own, or for a kept token (substituted
-    only with its word) the group of its nearest member of its kind; -1 for tokens never substituted."""
+    only with its word) the group of its nearest member of its kind; -1 for tokens never substituted.
+    ``substituted[i]``: token i is substituted wherever it occurs (the members, except under ``kept``,
+    whose members are kept tokens and whose inputs are the rare ones)."""
 
     group_of: torch.Tensor
     offsets: torch.Tensor
     members: torch.Tensor
     input_of: torch.Tensor
+    substituted: torch.Tensor
 
     @property
     def count(self) -> int:
@@ -102,7 +124,19 @@ class Groups:
 
     @property
     def substitutable(self) -> torch.Tensor:
+        return self.substituted
+
+    @property
+    def outputs(self) -> torch.Tensor:
+        """Ids an occurrence may be drawn as."""
         return self.group_of >= 0
+
+    def drawn_among_kept(self) -> torch.Tensor:
+        """Per id: drawn in a group whose members are kept tokens (``kept`` candidates' word groups)."""
+        kept_group = torch.zeros(self.count + 1, dtype=torch.bool)  # the last entry: no group
+        for group in range(self.count):
+            kept_group[group] = not bool(self.substituted[self.members_of(group)].any())
+        return kept_group[self.input_of]
 
     def sizes(self) -> torch.Tensor:
         return self.offsets[1:] - self.offsets[:-1]
@@ -140,28 +174,50 @@ def make_groups(
     classes: TokenClasses,
     substitutable: torch.Tensor,
     kept: torch.Tensor | None = None,
+    spared: torch.Tensor | None = None,
 ) -> Groups:
-    """One group per kind of token (``vocabulary``) or disjoint clusters of ``settings.k`` nearest tokens
-    within each kind (``clusters``); ``kept`` tokens (substituted only with their word) are attached to
-    the group of their nearest member."""
+    """One group per kind of token (``vocabulary``), disjoint clusters of ``settings.k`` nearest tokens
+    within each kind (``clusters``), or per kind the ``spared`` tokens (those passing unchanged) as the
+    outputs of every substitutable token of the kind (``kept``; a kind with none falls back to
+    ``vocabulary``), or the unknown token as the one output of every substitutable token (``mask``);
+    ``kept`` tokens (substituted only with their word) are attached to the group of
+    their nearest member."""
     kept = torch.zeros_like(substitutable) if kept is None else kept
+    spared = torch.zeros_like(substitutable) if spared is None else spared
     kinds = classes.kind
-    parts: list[torch.Tensor] = []
-    for kind in range(len(KIND_NAMES)):
+    parts: list[torch.Tensor] = []  # each group's members (its outputs)
+    drawn: list[torch.Tensor] = []  # each group's substitutable inputs
+    if settings.candidates == "mask":
+        if classes.placeholder < 0:
+            raise SettingsError("substitute candidates 'mask' needs an unknown token ([UNK] or <unk>)")
+        parts.append(torch.tensor([classes.placeholder]))
+        drawn.append(torch.nonzero(substitutable).flatten())
+    for kind in range(len(KIND_NAMES) if settings.candidates != "mask" else 0):
         ids = torch.nonzero(substitutable & (kinds == kind)).flatten()
         if not len(ids):
             continue
-        if settings.candidates == "vocabulary" or len(ids) <= settings.k:
+        outputs = torch.nonzero(spared & (kinds == kind)).flatten()
+        if settings.candidates == "kept" and len(outputs):
+            parts.append(outputs)
+            drawn.append(ids)
+        elif settings.candidates != "clusters" or len(ids) <= settings.k:
             parts.append(ids)
+            drawn.append(ids)
         else:
-            parts.extend(ids[local] for local in greedy_clusters(embedding[ids].float(), settings.k))
-    group_of = torch.full((len(substitutable),), -1, dtype=torch.long)
-    for index, ids in enumerate(parts):
-        group_of[ids] = index
+            clusters = [ids[local] for local in greedy_clusters(embedding[ids].float(), settings.k)]
+            parts.extend(clusters)
+            drawn.extend(clusters)
+    size = len(substitutable)
+    group_of = torch.full((size,), -1, dtype=torch.long)
+    inputs = torch.full((size,), -1, dtype=torch.long)
+    for index, (members, sources) in enumerate(zip(parts, drawn, strict=True)):
+        group_of[members] = index
+        inputs[sources] = index
     sizes = torch.tensor([len(ids) for ids in parts], dtype=torch.long)
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(sizes, 0)])
     members = torch.cat([ids.sort().values for ids in parts]) if parts else torch.zeros(0, dtype=torch.long)
-    return Groups(group_of, offsets, members, attach_kept(embedding, kinds, substitutable, kept, group_of))
+    input_of = attach_kept(embedding, kinds, substitutable, kept, inputs, group_of)
+    return Groups(group_of, offsets, members, input_of, inputs >= 0)
 
 
 def attach_kept(
@@ -169,19 +225,23 @@ def attach_kept(
     kinds: torch.Tensor,
     substitutable: torch.Tensor,
     kept: torch.Tensor,
+    inputs: torch.Tensor,
     group_of: torch.Tensor,
 ) -> torch.Tensor:
-    """``Groups.input_of``: members in their own group, each ``kept`` token (substituted only with its
-    word) in the group of its nearest substitutable token of its kind."""
-    input_of = group_of.clone()
+    """``Groups.input_of``: substitutable tokens in the group they are drawn in (``inputs``), each
+    ``kept`` token (substituted only with its word) in its own group if it is an output (``group_of``),
+    else in the group its nearest substitutable token of its kind is drawn in."""
+    input_of = inputs.clone()
+    own = kept & (group_of >= 0)
+    input_of[own] = group_of[own]
     rows = embedding.float()
     for kind in range(len(KIND_NAMES)):
         targets = torch.nonzero(substitutable & (kinds == kind)).flatten()
-        attached = torch.nonzero(kept & (kinds == kind)).flatten()
+        attached = torch.nonzero(kept & ~own & (kinds == kind)).flatten()
         for start in range(0, len(attached) if len(targets) else 0, CHUNK):
             ids = attached[start : start + CHUNK]
             nearest = torch.cdist(rows[ids], rows[targets]).argmin(dim=1)
-            input_of[ids] = group_of[targets[nearest]]
+            input_of[ids] = inputs[targets[nearest]]
     return input_of
 
 
@@ -248,6 +308,11 @@ class Mechanism:
         self.settings = settings
         self.epsilon = float(settings.epsilon)
         self.embedding = embedding.detach().to(torch.float32)
+        self.epsilon_of = torch.full((len(groups.group_of),), self.epsilon, dtype=torch.float64)
+        if settings.candidates == "kept":
+            # by direction: raw distances to common words follow row norms, not meaning
+            self.embedding = torch.nn.functional.normalize(self.embedding, dim=1)
+            self.epsilon_of[~groups.substitutable | ~groups.drawn_among_kept()] = 0.0
         self.groups = groups
         size = len(groups.group_of)
         self.continuation = torch.zeros(size, dtype=torch.bool) if continuation is None else continuation
@@ -258,8 +323,13 @@ class Mechanism:
 
     @property
     def substitutable(self) -> torch.Tensor:
-        """Ids substituted by themselves: the possible outputs."""
+        """Ids substituted wherever they occur."""
         return self.groups.substitutable
+
+    @property
+    def outputs(self) -> torch.Tensor:
+        """Ids an occurrence may be drawn as (the substitutable ones, except under ``kept``)."""
+        return self.groups.outputs
 
     @property
     def drawable(self) -> torch.Tensor:
@@ -291,7 +361,8 @@ class Mechanism:
         distance."""
         distance = self._distances(x, members)
         scale = distance.max(dim=1).values
-        return -self.epsilon * distance / (2.0 * scale.clamp_min(1e-12)[:, None]), scale
+        epsilon = self.epsilon_of[x].to(distance.dtype)[:, None]
+        return -epsilon * distance / (2.0 * scale.clamp_min(1e-12)[:, None]), scale
 
     @cached_property
     def normalisers(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -338,7 +409,7 @@ class Mechanism:
             rows, inputs = self.embedding[y[start : start + CHUNK]], self.embedding[x[start : start + CHUNK]]
             distance[start : start + CHUNK] = torch.linalg.vector_norm(inputs - rows[:, None, :], dim=-1)
         distance = distance.masked_fill(x == y[:, None], 0.0)
-        value = -self.epsilon * distance / (2.0 * scale[x].clamp_min(1e-12)) - log_z[x]
+        value = -self.epsilon_of[x] * distance / (2.0 * scale[x].clamp_min(1e-12)) - log_z[x]
         same = (self.groups.input_of[x] == self.groups.group_of[y][:, None]) & (
             self.groups.group_of[y][:, None] >= 0
         )
@@ -364,7 +435,7 @@ class Mechanism:
             for start in range(0, len(at), CHUNK):
                 rows = at[start : start + CHUNK]
                 distance = self._distances(y[rows], candidates)  # symmetric: read per input x, its D(x)
-                factor = (-self.epsilon / (2.0 * scale[candidates].clamp_min(1e-12))).float()
+                factor = (-self.epsilon_of[candidates] / (2.0 * scale[candidates].clamp_min(1e-12))).float()
                 value = distance.mul_(factor).sub_(log_z[candidates].float())
                 best = torch.topk(value + log_prior[candidates].float(), take, dim=1).indices
                 inputs[rows, :take] = candidates[best]

@@ -38,7 +38,7 @@ def test_the_demo_start_settings_lie_inside_the_demo_space(script, start):
         lora_ranks=tuple(int(r) for r in option.get("--lora-ranks", "8").split(",")),
         substitute=tuple(part == "on" for part in option.get("--substitute", "off,on").split(",")),
         substitute_keep_top=tuple(int(n) for n in option.get("--keep-top", "0,100,300,1000,3000").split(",")),
-        substitute_candidates=tuple(option.get("--candidates", "vocabulary,clusters").split(",")),
+        substitute_candidates=tuple(option.get("--candidates", "vocabulary,clusters,mask").split(",")),
     )
     assert len(settings) >= 3
     for item in settings:

@@ -195,3 +195,13 @@ def test_repeated_measurements_average_accuracy_and_keep_the_worst_leakage(runne
     assert summary["accuracy_gap"] == pytest.approx(one.accuracy_gap + 0.05)
     assert (summary["leakage_bound_rare"], summary["canary_recovery"]) == (0.9, 0.5)  # each at its worst
     assert Repeated((2,), (one,)).to_dict() == {**one.to_dict(), "seeds": [2]}
+
+
+def test_a_mask_tells_nothing_of_rare_words_and_kept_meaning_gives_them_back(substitution_setup):
+    """``mask`` writes one token for every rare one: what comes back is what context alone names. ``kept``
+    at a high epsilon writes a common word near each rare one, and the decoder reads many back."""
+    words = ("numbers", "words")
+    masked, unchanged, _ = decoded(substitution_setup, SubstituteSettings(1.0, "mask", 20, 1000, words))
+    kept, _, _ = decoded(substitution_setup, SubstituteSettings(256.0, "kept", 20, 1000, words))
+    assert unchanged.rare == 0.0 and masked.rare <= 0.01
+    assert kept.rare > masked.rare + 0.1

@@ -77,6 +77,7 @@ def test_settings_round_trip_and_refuse_what_is_wrong():
         ({"epsilon": 4, "classes": ["names"]}, "unknown substitute class"),
         ({"epsilon": 4, "colour": 1}, "unknown field"),
         ({"candidates": "vocabulary"}, "needs 'epsilon'"),
+        ({"epsilon": 4, "candidates": "kept"}, "draws among the keep_top kept tokens"),
     ]:
         with pytest.raises(SettingsError, match=message):
             ShakeSettings.from_dict({"substitute": bad})
@@ -90,6 +91,13 @@ SYNTHETIC = (
     + [f"##p{i}" for i in range(120)]
     + [str(n) for n in range(60)]
     + [f"##{n}" for n in range(10)]
+)
+# the same with words and pieces free of digits (``w0`` holds a digit: a number to the classes)
+LETTERED = (
+    SYNTHETIC[:6]
+    + [f"w{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(300)]
+    + [f"##p{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(120)]
+    + SYNTHETIC[426:]
 )
 
 
@@ -111,6 +119,82 @@ def test_groups_are_disjoint_cover_the_substitutable_ids_and_never_mix_kinds(can
         assert len(groups.members_of(g)) >= 2 or candidates == "vocabulary"
     if candidates == "clusters":
         assert max(groups.sizes().tolist()) <= 7 + 1  # k, and a last cluster of one joins another
+
+
+def test_kept_candidates_draw_rare_tokens_among_the_kept_ones_of_their_kind():
+    """Under ``kept`` the outputs of a kind are its kept tokens and its inputs the substituted ones; a
+    kind without kept tokens (numbers here) is drawn in its own vocabulary."""
+    torch.manual_seed(0)
+    rows = torch.randn(len(LETTERED), 16)
+    classes = token_classes(LETTERED)
+    kept = list(range(6, 56)) + list(range(306, 316))  # 50 words and 10 pieces
+    settings = SubstituteSettings(8.0, "kept", 20, len(kept))
+    mask = substitutable_ids(settings, classes, [0, 1, 2, 3, 4], kept)
+    spared = torch.zeros(len(LETTERED), dtype=torch.bool)
+    spared[kept] = True
+    groups = make_groups(settings, rows, classes, mask, None, spared)
+    assert torch.equal(groups.substitutable, mask) and not (groups.substitutable & spared).any()
+    for g in range(groups.count):
+        members, inputs = groups.members_of(g), groups.inputs_of(g)
+        assert len(set(classes.kind[torch.cat([members, inputs])].tolist())) == 1  # never mixes kinds
+        if bool(spared[members].any()):
+            assert bool(spared[members].all()) and not bool(spared[inputs].any())
+        else:  # numbers: drawn among themselves
+            assert torch.equal(members, inputs) and bool(classes.numeric[members].all())
+    mechanism = Mechanism(settings, rows, groups)
+    words = torch.arange(56, 306)  # the rare words
+    drawn = mechanism.sample(words.repeat(20), torch.rand(len(words) * 20, dtype=torch.float64))
+    assert set(drawn.tolist()) <= set(range(6, 56))  # a rare word always becomes a kept word
+    # eps-LDP among the inputs of a group: no output is more than e^eps likelier from one than another
+    table = mechanism.log_likelihood(torch.arange(6, 56), words[None, :].repeat(50, 1))
+    assert torch.allclose(table.exp().sum(dim=0), torch.ones(len(words), dtype=torch.float64), atol=1e-6)
+    assert float((table.max(dim=1).values - table.min(dim=1).values).max()) <= 8.0 + 1e-6
+    numbers = torch.nonzero(classes.numeric & ~classes.continuation & mask).flatten()
+    uniform = mechanism.log_likelihood(numbers, numbers[None, :].repeat(len(numbers), 1)).exp()
+    # a number's value is its secret: drawn uniformly
+    assert torch.allclose(uniform, torch.full_like(uniform, 1 / len(numbers)))
+
+
+def test_mask_writes_the_unknown_token_for_every_substituted_one_and_tells_nothing():
+    torch.manual_seed(0)
+    rows = torch.randn(len(LETTERED), 16)
+    classes = token_classes(LETTERED)
+    assert classes.placeholder == 1  # [UNK]
+    settings = SubstituteSettings(1.0, "mask", 20, 50, ("numbers", "words"))
+    mask = substitutable_ids(settings, classes, [0, 1, 2, 3, 4], list(range(6, 56)))
+    mechanism = Mechanism(settings, rows, make_groups(settings, rows, classes, mask))
+    inputs = torch.nonzero(mask).flatten()
+    assert set(mechanism.sample(inputs, torch.rand(len(inputs), dtype=torch.float64)).tolist()) == {1}
+    likelihood = mechanism.log_likelihood(torch.tensor([1]), inputs[None, :])
+    # P(unknown | x) = 1 from every input x (0-LDP), up to float32 distances' rounding
+    assert torch.allclose(likelihood, torch.zeros_like(likelihood), atol=1e-6)
+    with pytest.raises(SettingsError, match="needs an unknown token"):
+        make_groups(settings, rows, token_classes(LETTERED[6:]), mask[6:])
+
+
+def test_decoding_under_kept_candidates_also_reads_a_common_word_as_written():
+    """An output of ``kept`` candidates is also a word written so: the decoder's lattice offers it as
+    itself, at likelihood 1, beside the rare inputs that could have drawn it."""
+    from objectives.attacks.decoding import build_lattice
+
+    torch.manual_seed(0)
+    rows = torch.randn(len(LETTERED), 16)
+    classes = token_classes(LETTERED)
+    kept = list(range(6, 56))
+    settings = SubstituteSettings(8.0, "kept", 20, len(kept))
+    spared = torch.zeros(len(LETTERED), dtype=torch.bool)
+    spared[kept] = True
+    mask = substitutable_ids(settings, classes, [0, 1, 2, 3, 4], kept)
+    mechanism = Mechanism(settings, rows, make_groups(settings, rows, classes, mask, None, spared))
+    observed = torch.tensor([2, 10, 60, 3])  # [CLS], a kept word, a rare word (impossible output), [SEP]
+    prior = torch.zeros(len(LETTERED), dtype=torch.float64)
+    lattice = build_lattice(mechanism, observed, torch.arange(4), prior, 5)
+    nodes = lattice.token[lattice.offsets[1] : lattice.offsets[2]]
+    emission = lattice.emission[lattice.offsets[1] : lattice.offsets[2]]
+    assert nodes[0] == 10 and emission[0] == 0.0  # itself first, as written
+    assert len(nodes) == 6 and all(56 <= int(i) < 306 for i in nodes[1:])  # then rare words
+    assert bool((emission[1:] < 0).all())
+    assert lattice.sizes.tolist() == [1, 6, 1, 1]  # never an output: only itself
 
 
 def test_a_cluster_holds_a_token_and_its_nearest_unplaced_tokens():
@@ -238,6 +322,27 @@ def test_pieces_stay_pieces_and_kept_tokens_pass(minilm, minilm_tokenizer, sst2_
                 changed += 1
                 assert y not in kept or any(c.isdigit() for c in tokens[y])  # never replaced by a kept word
     assert changed > 1000 and unchanged_kept > 3000
+
+
+def test_kept_candidates_replace_rare_words_by_common_ones_and_numbers_by_numbers(
+    minilm, minilm_tokenizer, sst2_test_ids, public_prior
+):
+    ids = sst2_test_ids[0][:200]
+    settings = SubstituteSettings(128.0, "kept", 20, 1000, ("numbers", "words"))
+    key = substituting_key(settings, minilm, minilm_tokenizer, public_prior)
+    tokens = vocabulary_tokens(minilm_tokenizer, len(public_prior))
+    kept, numeric = set(key.kept), [any(c.isdigit() for c in t) for t in tokens]
+    changed = 0
+    for before, after in zip(ids, key.substitute(ids), strict=True):
+        assert len(before) == len(after)
+        for x, y in zip(before, after, strict=True):
+            assert tokens[x].startswith("##") == tokens[y].startswith("##") and numeric[x] == numeric[y]
+            if x != y:
+                changed += 1
+                assert numeric[y] or y in kept  # a rare word becomes a common word, never another rare one
+            elif x not in kept:  # special tokens pass; a number drawn among numbers may draw itself
+                assert tokens[x].startswith("[") or numeric[x]
+    assert changed > 300
 
 
 def test_numbers_never_pass_in_clear_under_keep_top(minilm, minilm_tokenizer, public_prior):

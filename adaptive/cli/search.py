@@ -346,7 +346,8 @@ def optimize(
         None,
         "--candidates",
         help="Substitution's candidate groups to choose from: vocabulary (one group per kind of token), "
-        "clusters (clusters of nearest tokens) or both, comma-separated (default both).",
+        "clusters (clusters of nearest tokens), mask (the unknown token for all), kept (a common word "
+        "near it; needs keep_top > 0), comma-separated (default vocabulary,clusters,mask).",
     ),
     mix: str | None = typer.Option(
         None,

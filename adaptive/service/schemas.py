@@ -123,8 +123,12 @@ class SpaceIn(Strict):
         max_length=MAX_LIST,
         description="How many of the most frequent public tokens pass unchanged (0: none)",
     )
-    substitute_candidates: list[Literal["vocabulary", "clusters"]] = Field(
-        ["vocabulary", "clusters"], min_length=1, max_length=2
+    substitute_candidates: list[Literal["vocabulary", "clusters", "kept", "mask"]] = Field(
+        ["vocabulary", "clusters", "mask"],
+        min_length=1,
+        max_length=4,
+        description="Substitution's candidate groups (mask: the unknown token for all; kept: a kept token "
+        "near it, needs keep_top > 0)",
     )
     substitute_k: list[ClusterSize] = Field(
         [10, 20, 50],

@@ -178,10 +178,14 @@ def build_lattice(
     mechanism: Mechanism, observed: torch.Tensor, position: torch.Tensor, log_prior: torch.Tensor, width: int
 ) -> Lattice:
     """Candidate inputs per occurrence: itself alone where the observed token is never a substitute's
-    output, else its group's ``width`` likeliest inputs (mechanism likelihood times unigram prior)."""
-    substituted = mechanism.substitutable[observed]
+    output, else its group's ``width`` likeliest inputs (mechanism likelihood times unigram prior) and,
+    where the output also passes unchanged when written (a kept token under ``kept`` candidates), itself
+    at likelihood 1."""
+    substituted = mechanism.outputs[observed]
     distinct, which = torch.unique(observed[substituted], return_inverse=True)
     inputs, likelihood = mechanism.likely_inputs(distinct, log_prior, width)
+    if not bool(mechanism.substitutable[distinct].all()):
+        inputs, likelihood = with_unchanged(mechanism, distinct, inputs, likelihood)
     finite = torch.isfinite(likelihood)
     sizes = torch.ones(len(observed), dtype=torch.long)
     sizes[substituted] = finite.sum(dim=1)[which]
@@ -197,6 +201,20 @@ def build_lattice(
     last = torch.ones(len(observed), dtype=torch.bool)
     last[:-1] = position[1:] == 0
     return Lattice(token, emission, occurrence, offsets, position, last)
+
+
+def with_unchanged(
+    mechanism: Mechanism, outputs: torch.Tensor, inputs: torch.Tensor, likelihood: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate lists with each output that also passes unchanged added as its own input at likelihood
+    1 (once), the finite likelihoods first."""
+    unchanged = ~mechanism.substitutable[outputs]
+    likelihood = likelihood.masked_fill(unchanged[:, None] & (inputs == outputs[:, None]), -torch.inf)
+    itself = torch.where(unchanged, 0.0, -torch.inf).to(likelihood.dtype)
+    inputs = torch.cat([outputs[:, None], inputs], dim=1)
+    likelihood = torch.cat([itself[:, None], likelihood], dim=1)
+    order = torch.argsort(likelihood, dim=1, descending=True, stable=True)
+    return inputs.gather(1, order), likelihood.gather(1, order)
 
 
 def _edges(lattice: Lattice, at: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
