@@ -59,6 +59,7 @@ SETTINGS = [
         RecoveryBudget(300, 16, 1e-3, part="all", objective="lm"),
     ),
     Setting("rare-tokens (substitution)", preset("rare-tokens")),  # target (iii): sensitive figures
+    Setting("rare-tokens-masked (substitution)", preset("rare-tokens-masked")),
 ]
 
 
