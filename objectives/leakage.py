@@ -22,7 +22,7 @@ from objectives.attacks.scoring import Occurrences, Recovery
 from objectives.attacks.suite import (
     Attack,
     LeakageReport,
-    decoding_attacks,
+    key_attacks,
     occurrences_of,
     run_attacks,
     suite_for,
@@ -325,18 +325,38 @@ class StagedLeakage:
 def informed_view(view: CloudView, key: ShakeKey, public: PublicKnowledge) -> CloudView:
     """The upload with the key's invertible vertical operators undone (the noise stays): what an attacker
     who had already recovered the secret linear map would hold, with the substitution mechanism (all of
-    it but the draws) and the mixing (all of it but the noise). The owner computes it with the key;
-    compare it with :func:`informed_public`."""
+    it but the draws), the mixing (all of it but the noise) and a homophonic key's copy groups (which
+    shaken ids share a token, not which token). The owner computes it with the key; compare it with
+    :func:`informed_public`."""
     chain = key.vertical_chain(embedding_scale(public.embedding))
-    return undone(view, chain, key.mechanism, key.mixing_of(public.embedding))
+    return undone(view, chain, key.mechanism, key.mixing_of(public.embedding), copy_groups(key))
 
 
-def undone(view: CloudView, chain: VerticalChain, mechanism: Any = None, mixing: Any = None) -> CloudView:
+def undone(
+    view: CloudView,
+    chain: VerticalChain,
+    mechanism: Any = None,
+    mixing: Any = None,
+    copies: torch.Tensor | None = None,
+) -> CloudView:
     """``view`` with ``chain``'s invertible operators undone and its noise left in place; ``mechanism``:
-    the key's substitution mechanism, ``mixing``: its mixing of the public rows, both of which the
-    informed attacker holds."""
+    the key's substitution mechanism, ``mixing``: its mixing of the public rows, ``copies``: its copy
+    groups, all of which the informed attacker holds."""
     rows = chain.undo_invertible(view.embedding.detach().to(torch.float32))
-    return CloudView(rows, view.token_ids, mechanism=mechanism, mixing=mixing)
+    return CloudView(rows, view.token_ids, mechanism=mechanism, mixing=mixing, copies=copies)
+
+
+def copy_groups(key: ShakeKey) -> torch.Tensor | None:
+    """A homophonic key's copy groups as the informed attacker holds them: per shaken id, the smallest
+    shaken id of the same token (None for a 1:1 key). The copy table is fixed by the key, not drawn per
+    occurrence, and more private text makes it easier to estimate, so the bound does not rest on it."""
+    if not key.homophonic:
+        return None
+    plain = key.horizontal.plain_of_shaken
+    shaken = torch.arange(len(plain))
+    smallest = torch.full((int(plain.max()) + 1,), len(plain), dtype=torch.long)
+    smallest = smallest.scatter_reduce(0, plain, shaken, reduce="amin", include_self=True)
+    return smallest[plain]
 
 
 def informed_public(public: PublicKnowledge, key: ShakeKey) -> PublicKnowledge:
@@ -418,16 +438,18 @@ def _measure_rows(
     suite = run_attacks(view, public, truth, attacks, advance=advance, device=device)
     chain = key.vertical_chain(embedding_scale(public.embedding))
     mechanism = key.mechanism if decode else None
-    informed_rows = undone(view, chain, mechanism, key.mixing_of(public.embedding))
+    informed_rows = undone(view, chain, mechanism, key.mixing_of(public.embedding), copy_groups(key))
     if chain.has_invertible or key.mixes:
         known = informed_public(public, key)
         informed = run_attacks(informed_rows, known, truth, advance=advance, informed=True, device=device)
     else:
-        informed = same_as_suite(suite, view, public, advance)
-        decoders = decoding_attacks(bool(public.prior.sum() > 0), mechanism is not None)
-        if decoders:
-            decoded = run_attacks(informed_rows, public, truth, decoders, advance=advance, device=device)
-            informed = LeakageReport({**informed.scores, **decoded.scores}, informed.occurrences)
+        informed = same_as_suite(suite, informed_rows, public, advance)
+        homophonic = informed_rows.vocab_size > public.vocab_size
+        text = bool(public.prior.sum() > 0)
+        extra = key_attacks(text, mechanism is not None, homophonic and informed_rows.copies is not None)
+        if extra:
+            added = run_attacks(informed_rows, public, truth, extra, advance=advance, device=device)
+            informed = LeakageReport({**informed.scores, **added.scores}, informed.occurrences)
     return StageLeakage(suite, informed)
 
 
@@ -444,11 +466,17 @@ def with_output(rows: LeakageReport, output: LeakageReport) -> LeakageReport:
 
 
 def same_as_suite(
-    attacks: LeakageReport, view: CloudView, public: PublicKnowledge, advance: Callable[[str], None] | None
+    attacks: LeakageReport,
+    informed: CloudView,
+    public: PublicKnowledge,
+    advance: Callable[[str], None] | None,
 ) -> LeakageReport:
-    """The informed report of a key without invertible operators: its informed view is the upload itself,
-    so the informed attacks are the suite's own runs of them (not repeated; their time counted once)."""
-    names = [attack.name for attack in suite_for(view, public, informed=True)]
+    """The informed report of a key without invertible operators: its informed view holds the upload's
+    own rows, so the informed attacks the suite also runs are the suite's own runs of them (not
+    repeated; their time counted once). The attacks that need the key
+    (:func:`~objectives.attacks.suite.key_attacks`) are the caller's to run."""
+    wanted = suite_for(informed, public, informed=True)
+    names = [attack.name for attack in wanted if attack.name in attacks.scores]
     scores = {name: replace(attacks.scores[name], seconds=0.0, note="nothing to undo") for name in names}
     if advance:
         for name in names:
@@ -470,13 +498,15 @@ def attack_count(
     ``substituted``: the key substitutes, so its text is decoded too; ``mixed``: the key mixes rows."""
     view = CloudView(torch.empty(view_rows, 0), [], model=object() if trained_body else None)
     mixing = object() if mixed else None
-    informed = CloudView(view.embedding, [], mechanism=object() if substituted else None, mixing=mixing)
+    copies = torch.empty(0) if view_rows > public.vocab_size else None  # a homophonic key's groups
+    mechanism = object() if substituted else None
+    informed = CloudView(view.embedding, [], mechanism=mechanism, mixing=mixing, copies=copies)
     count = len(suite_for(view, public)) + len(suite_for(informed, public, informed=True))
     if output_rows is None:
         output_rows = public.output_embedding is not None
     if output_rows:
         output_public = public.of_output_rows() or public  # the counts depend on sizes and prior alone
-        output = CloudView(torch.empty(view_rows, 0), [], mixing=mixing)
+        output = CloudView(torch.empty(view_rows, 0), [], mixing=mixing, copies=copies)
         informed = suite_for(output, output_public, informed=True)
         count += len(row_attacks(output, output_public)) + len(informed)
     return count

@@ -87,3 +87,5 @@ def test_attack_names_are_explained_in_plain_words():
     assert "homophone copies merged" in text and "most probable word" in text
     assert "output layer" in text and "after private tuning" in text and "(the bound)" in text
     assert "surrounding words" in explain("shaken/joint_w0.05") and "bound" not in explain("shaken/frequency")
+    known = explain("shaken/informed/known_groups_joint_w0.1")
+    assert "as the key groups them" in known and "surrounding words" in known and "(the bound)" in known

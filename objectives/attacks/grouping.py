@@ -8,6 +8,10 @@ algorithm does), then sees one id per group: merged counts, the group's mean row
 averages their noise away), and a token stream in group ids. Every attack of the suite then runs on that
 merged view, and its answer for a group is its answer for each member.
 
+The informed attacker is not left to estimate the groups: the copy table is fixed by the key, not drawn
+per occurrence, so the bound assumes it known (``CloudView.copies``, which only the owner can fill in)
+and runs the attacks on the true groups.
+
 A second variant also uses context: copies of one token are drawn at random per occurrence, so they
 share the token's neighbours. Each frequent id is described by the counts of its left and right
 neighbours (among the most frequent ids), and pairs are linked by row distance (scaled by its median)
@@ -16,7 +20,7 @@ minus twice the cosine similarity of those profiles (the weight was chosen on si
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -38,6 +42,15 @@ class Groups:
     @property
     def note(self) -> str:
         return f"{self.merges} copies merged"
+
+
+def known_groups(context: AttackContext) -> Groups:
+    """The view's copy groups as the key fixes them (``CloudView.copies``: an informed view only)."""
+    representative = context.view.copies
+    if representative is None:
+        raise ValueError("the view holds no copy groups: only an informed view built with the key does")
+    merges = int((representative != torch.arange(len(representative))).sum())
+    return Groups(representative, merges)
 
 
 def group_copies(
@@ -115,26 +128,28 @@ def merged_view(view: CloudView, groups: Groups) -> CloudView:
     grouped = groups.representative != torch.arange(len(embedding))
     heads = torch.unique(groups.representative[grouped])
     embedding[heads] = totals[heads] / sizes[heads, None]
-    return CloudView(
-        embedding, map_token_ids(view.token_ids, lambda flat: groups.representative[flat]), merged=True
-    )
+    stream = map_token_ids(view.token_ids, lambda flat: groups.representative[flat])
+    return replace(view, embedding=embedding, token_ids=stream, merged=True, copies=None)
 
 
 class GroupedAttack:
-    """Run ``inner`` on the merged view; every member of a group gets the group's answer."""
+    """Run ``inner`` on the merged view; every member of a group gets the group's answer. The groups are
+    estimated from rows (and context, ``by_context``), or taken from the key (``known``)."""
 
-    def __init__(self, inner, by_context: bool = False) -> None:
+    def __init__(self, inner, by_context: bool = False, known: bool = False) -> None:
         self.inner = inner
         self.by_context = by_context
-        self.name = f"grouped_{'ctx_' if by_context else ''}{inner.name}"
+        self.known = known
+        kind = "known_groups" if known else f"grouped{'_ctx' if by_context else ''}"
+        self.name = f"{kind}_{inner.name}"
 
     def guess(self, context: AttackContext) -> Guess:
-        label = f"homophone-groups/{self.by_context}"
+        label = "homophone-groups/known" if self.known else f"homophone-groups/{self.by_context}"
         groups, merged = context.cached(label, lambda: self._merge(context))
         inner = self.inner.guess(merged)
         note = f"{groups.note}; {inner.note}" if inner.note else groups.note
         return Guess(inner.ids[groups.representative], note)
 
     def _merge(self, context: AttackContext) -> tuple[Groups, AttackContext]:
-        groups = group_copies(context, self.by_context)
+        groups = known_groups(context) if self.known else group_copies(context, self.by_context)
         return groups, AttackContext(merged_view(context.view, groups), context.public, context.device)

@@ -15,6 +15,7 @@ MEANINGS = {
     "function": "reads each uploaded id through the model the cloud trained",
     "decoding": "decodes substituted text with the known mechanism and public word pairs",
 }
+INFORMED = "by an attacker who holds the key's fixed parts, not its permutation or random draws (the bound)"
 STAGES = {
     "shaken": "on the model as uploaded",
     "recovered": "after recovery training",
@@ -28,7 +29,9 @@ def explain(name: str) -> str:
     parts = name.split("/")
     base = parts[-1]
     words = []
-    if base.startswith("grouped_ctx_"):
+    if base.startswith("known_groups_"):
+        base, words = base[len("known_groups_") :], ["homophone copies merged as the key groups them, then"]
+    elif base.startswith("grouped_ctx_"):
         base, words = base[len("grouped_ctx_") :], ["homophone copies merged by rows and context, then"]
     elif base.startswith("grouped_"):
         base, words = base[len("grouped_") :], ["homophone copies merged by rows, then"]
@@ -40,5 +43,5 @@ def explain(name: str) -> str:
     if stage:
         words.append(stage)
     if "informed" in parts[:-1]:
-        words.append("by an attacker who knows the key's public and invertible parts (the bound)")
+        words.append(INFORMED)
     return " ".join(words)

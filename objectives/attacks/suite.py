@@ -51,27 +51,40 @@ def default_attacks(
 
 
 def informed_attacks(
-    public_text: bool = True, homophonic: bool = False, substituted: bool = False, mixed: bool = False
+    public_text: bool = True,
+    homophonic: bool = False,
+    substituted: bool = False,
+    mixed: bool = False,
+    copies_known: bool = False,
 ) -> list[Attack]:
     """The attacks run on the informed view (the key's invertible operators undone, mixed rows compared
     with the noiseless mixed public rows): every attack that reads rows. Attacks that estimate the map
-    are pointless there, and the text attacks read no rows, so their figures are the suite's. A key that
-    substitutes adds the decoding of its substituted text, which needs public text; a 1:1 key that mixes
-    adds the one-to-one matching within clusters, which needs counts."""
+    are pointless there, and the text attacks read no rows, so their figures are the suite's. A 1:1 key
+    that mixes adds the one-to-one matching within clusters, which needs counts; the attacks that need
+    the key's deterministic parts follow (:func:`key_attacks`). A homophonic upload whose copy groups are
+    not known (a view built without the key) is attacked through groups estimated from rows and context."""
     text = [FrequencyAttack(), ContextAttack()] if public_text else []
     matching = _matching(public_text)
     clusters = [ClusterMatchingAttack()] if mixed and public_text and not homophonic else []
-    return (
-        matching
-        + clusters
-        + (_grouped(matching, text) if homophonic else [])
-        + decoding_attacks(public_text, substituted)
-    )
+    known = homophonic and copies_known
+    estimated = _grouped(matching, text) if homophonic and not known else []
+    return matching + clusters + estimated + key_attacks(public_text, substituted, known, mixed)
 
 
-def decoding_attacks(public_text: bool, substituted: bool) -> list[Attack]:
-    """The informed attacks on substituted text (none for a key that substitutes nothing)."""
-    return [DecodingAttack()] if public_text and substituted else []
+def key_attacks(
+    public_text: bool, substituted: bool, copies_known: bool, mixed: bool = False
+) -> list[Attack]:
+    """The informed attacks that need what the key fixes beyond its invertible operators, so the suite
+    never runs them: the decoding of substituted text (which needs public text), and for a homophonic
+    key every attack on its copy groups as the key draws them (each group's copies merged: summed
+    counts, averaged rows, one id per token in the stream, which a 1:1 attack then reads)."""
+    decoding: list[Attack] = [DecodingAttack()] if public_text and substituted else []
+    if not copies_known:
+        return decoding
+    text = [FrequencyAttack(), ContextAttack()] if public_text else []
+    clusters = [ClusterMatchingAttack()] if mixed and public_text else []
+    known = [GroupedAttack(attack, known=True) for attack in [*text, *_matching(public_text), *clusters]]
+    return known + decoding
 
 
 JOINT_WEIGHTS = (0.1,)  # context weights of the joint decoders (objectives/attacks/joint.py)
@@ -95,7 +108,8 @@ def suite_for(view: CloudView, public: PublicKnowledge, informed: bool = False) 
     """The default suite (or the informed one) for this view and public knowledge."""
     text, homophonic = bool(public.prior.sum() > 0), view.vocab_size > public.vocab_size
     if informed:
-        return informed_attacks(text, homophonic, view.mechanism is not None, view.mixing is not None)
+        substituted, mixed, known = (v is not None for v in (view.mechanism, view.mixing, view.copies))
+        return informed_attacks(text, homophonic, substituted, mixed, known)
     return default_attacks(text, homophonic, view.model is not None and public.model is not None)
 
 

@@ -40,6 +40,9 @@ class CloudView:
     # the informed attacker's mixing (operators.mixing.Mixing), for a key that mixes rows: its public rows
     # are then the noiseless mixed ones
     mixing: Any = field(default=None, compare=False, repr=False)
+    # the informed attacker's copy groups, for a homophonic key: per shaken id, the smallest shaken id of
+    # its token's copies (which token that is stays secret)
+    copies: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     @property
     def vocab_size(self) -> int:
