@@ -174,7 +174,8 @@ def _front_table(title: str, rows: list[dict[str, Any]]) -> Table:
 LEAKAGE_CAPTION = (
     "rare tokens, secrets: the leakage bound on tokens outside the 1,000 most frequent public ones and on "
     "planted names, numbers, e-mails and dates. leakage bound: share of every private token recovered by "
-    "an attacker who knows the key's invertible operators and public parts; best attack run: the suite on "
+    "an attacker who holds the key's fixed parts (invertible operators, copy groups, substitution "
+    "mechanism), not its permutation or random draws; best attack run: the suite on "
     "the upload as it is (a lower bound). Neither is a guarantee. not learnt: no better than always giving "
     "the most common answer (label, or next token for a language model)."
 )
