@@ -18,6 +18,7 @@ from torch import nn
 
 from objectives.attacks.decipherment import ContextAttack
 from objectives.attacks.frequency import FrequencyAttack
+from objectives.attacks.lm_decoding import is_causal_lm
 from objectives.attacks.scoring import Occurrences, Recovery
 from objectives.attacks.suite import (
     Attack,
@@ -446,7 +447,8 @@ def _measure_rows(
         informed = same_as_suite(suite, informed_rows, public, advance)
         homophonic = informed_rows.vocab_size > public.vocab_size
         text = bool(public.prior.sum() > 0)
-        extra = key_attacks(text, mechanism is not None, homophonic and informed_rows.copies is not None)
+        known = homophonic and informed_rows.copies is not None
+        extra = key_attacks(text, mechanism is not None, known, language_model=is_causal_lm(public.model))
         if extra:
             added = run_attacks(informed_rows, public, truth, extra, advance=advance, device=device)
             informed = LeakageReport({**informed.scores, **added.scores}, informed.occurrences)

@@ -11,6 +11,7 @@ from objectives.attacks.view import CloudView
 from objectives.encoded import encode_token_ids
 from objectives.leakage import (
     OUTPUT,
+    Plaintext,
     attack_count,
     measure_leakage,
     measure_view,
@@ -19,7 +20,7 @@ from objectives.leakage import (
 )
 from objectives.models import load_tokenizer
 from objectives.tokens import tokenize
-from operators.identity import input_embedding
+from operators.identity import input_embedding, vocabulary_tokens
 from operators.implant import shake_model, vocabulary_tensors
 from operators.key import generate_key
 from operators.settings import HomophoneSettings, OperatorSettings, ShakeSettings
@@ -82,6 +83,7 @@ def upload(tokenizer, texts, tied: bool, settings: ShakeSettings):
     pretrained = llama(tokenizer, tied)
     public = public_knowledge(pretrained, public_ids, tokenizer.all_special_ids)
     key = generate_key(settings, pretrained, tokenizer, "tiny-llama", b"\x21" * 32, public.prior)
+    key = key.with_mechanism(public.embedding, vocabulary_tokens(tokenizer, public.vocab_size))
     shaken = shake_model(copy.deepcopy(pretrained), key)
     ids = encode_token_ids(key, private, key.occurrence_stream("train"))
     return pretrained, shaken, ids, public, key
@@ -138,3 +140,51 @@ def test_attack_count_matches_the_attacks_run(tokenizer, texts, tied, settings):
         assert attack_count(key.shaken_vocab_size, public, True, output_rows=False) == len(names) - len(
             output
         )
+
+
+def test_the_lm_scores_of_substituted_occurrences_are_the_public_models_own(tokenizer):
+    """decoding_lm's left scores: log P(candidate | the reading before it), read off one batched forward
+    pass; exactly the model's log-softmax at the position before each occurrence (0 at a sentence's start
+    and where there is a single candidate)."""
+    from objectives.attacks.decoding import Lattice
+    from objectives.attacks.lm_decoding import lm_log_probs
+
+    model = llama(tokenizer, tied=False)
+    reading = torch.as_tensor([101, 1996, 2143, 2003, 102, 101, 2023, 3185, 102])
+    position = torch.as_tensor([0, 1, 2, 3, 4, 0, 1, 2, 3])
+    candidates = [[101], [1996], [2143, 3185, 2466], [2003], [102], [101, 2023], [2023], [3185, 2143], [102]]
+    sizes = torch.as_tensor([len(c) for c in candidates])
+    token = torch.as_tensor([t for c in candidates for t in c])
+    occurrence = torch.repeat_interleave(torch.arange(len(candidates)), sizes)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(sizes, 0)])
+    last = torch.as_tensor([False, False, False, False, True, False, False, False, True])
+    lattice = Lattice(
+        token, torch.zeros(len(token), dtype=torch.float64), occurrence, offsets, position, last
+    )
+    scores = lm_log_probs(model, reading, position, lattice, torch.device("cpu"))
+    with torch.no_grad():
+        first = torch.log_softmax(model(input_ids=reading[None, :5]).logits[0].double(), -1)
+        second = torch.log_softmax(model(input_ids=reading[None, 5:]).logits[0].double(), -1)
+    expected = torch.zeros(len(token), dtype=torch.float64)
+    expected[2:5] = first[1, [2143, 3185, 2466]]  # occurrence 2 follows "[CLS] the"
+    expected[10:12] = second[1, [3185, 2143]]  # occurrence 7 follows "[CLS] this"
+    # occurrence 5 has two candidates but starts its sentence: no left context
+    assert torch.allclose(scores, expected, atol=1e-5)
+
+
+def test_a_substituting_key_on_a_causal_lm_is_also_read_with_the_public_lm(tokenizer, texts):
+    """Where the target is a causal LM the bound re-reads substituted text with its public weights
+    (decoding_lm), counted in progress; the calibration may keep the bigram reading, never do worse on
+    the held-out text, so on the upload it stays within a few points of the bigram decoder."""
+    from operators.settings import SubstituteSettings
+
+    settings = ShakeSettings(1.0, (), substitute=SubstituteSettings(4.0, "vocabulary", 20, 30))
+    private, _ = texts
+    _, shaken, ids, public, key = upload(tokenizer, texts, tied=True, settings=settings)
+    names: list[str] = []
+    stage = measure_leakage(shaken, ids, public, key, names.append, plaintext=Plaintext(private))
+    assert len(names) == attack_count(key.shaken_vocab_size, public, substituted=True)
+    found = recoveries(stage.informed)
+    assert {"decoding", "decoding_lm"} <= set(found)
+    assert found["decoding_lm"] >= found["decoding"] - 0.05
+    assert "LM weight" in stage.informed.scores["decoding_lm"].note

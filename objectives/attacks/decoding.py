@@ -88,6 +88,20 @@ HELD_OUT = 0.2  # share of the public sentences it calibrates on (at most CALIBR
 CALIBRATION = 400
 
 
+@dataclass(frozen=True, eq=False)
+class Reading:
+    """The decoder's reading of a substituted upload: the flat stream's lattice and positions, each
+    occurrence's decoded token, the last pass's node posteriors and the calibrated weight (what a second
+    reader, such as :mod:`objectives.attacks.lm_decoding`, starts from)."""
+
+    lattice: Lattice
+    observed: torch.Tensor
+    position: torch.Tensor
+    guess: torch.Tensor
+    scores: torch.Tensor  # the last pass's node posteriors (node_scores)
+    weight: float
+
+
 class DecodingAttack:
     """Forward-backward decoding of the substituted stream with public bigrams and the mechanism's
     likelihood, the bigrams weighted as calibrated on public text; ``passes`` rounds, each adding the
@@ -101,6 +115,23 @@ class DecodingAttack:
         self.feedback = feedback
 
     def guess(self, context: AttackContext) -> Guess:
+        reading = self.read(context)
+        changed = int((reading.guess != reading.observed).sum())
+        note = (
+            f"language-model weight {reading.weight:g}; {changed} of {len(reading.guess)} occurrences "
+            "read otherwise"
+        )
+        return Guess(
+            context.observed.new_full((context.view.vocab_size,), -1), note, occurrences=reading.guess
+        )
+
+    def read(self, context: AttackContext) -> Reading:
+        """The decoded upload, computed once per attacked view (other attacks start from it)."""
+        return context.cached(
+            f"decoding/{self.candidates}/{self.passes}/{self.feedback}", lambda: self._read(context)
+        )
+
+    def _read(self, context: AttackContext) -> Reading:
         mechanism = context.view.mechanism
         if mechanism is None:
             raise ValueError("decoding needs the substitution mechanism (an informed view of such a key)")
@@ -115,8 +146,10 @@ class DecodingAttack:
         public = BigramModel(codes, counts, unigram)
         weight = calibrated_weight(mechanism, context.public, self.candidates)
         model, guess, prior = public, observed, unigram
+        scores = lattice.emission
         for _ in range(self.passes):
-            guess = decode(lattice, model, torch.log(prior), weight)
+            scores = node_scores(lattice, model, torch.log(prior), weight)
+            guess = best_of(lattice, scores)
             # what the decoded upload says joins the public counts: its pairs, and its tokens' frequencies
             # (tokens the public text lacks but the private text repeats are no longer starved)
             pairs, tally = torch.unique(sentence_codes(guess, position, model.size), return_counts=True)
@@ -125,42 +158,72 @@ class DecodingAttack:
             model = BigramModel(public.codes, public.counts, prior, public.alpha).with_counts(
                 pairs, self.feedback * tally.to(torch.float64)
             )
-        changed = int((guess != observed).sum())
-        note = f"language-model weight {weight:g}; {changed} of {len(guess)} occurrences read otherwise"
-        return Guess(context.observed.new_full((context.view.vocab_size,), -1), note, occurrences=guess)
+        return Reading(lattice, observed, position, guess, scores, weight)
 
 
 def calibrated_weight(mechanism: Mechanism, public: Any, candidates: int) -> float:
     """The language-model weight that best decodes held-out public text the attacker substituted itself
     (its own draws, the same mechanism), with bigrams from the rest of the public text; 1.0 without
     public sentences to hold out. Kept per mechanism."""
-    sentences = list(public.token_ids or [])
-    held = min(int(len(sentences) * HELD_OUT), CALIBRATION)
-    if held < 10:
-        return 1.0
 
     def calibrate() -> float:
-        train, test = sentences[:-held], sentences[-held:]
-        size = public.vocab_size
-        codes, counts = bigram_counts(train, size)
-        unigram = _unigram(token_counts(train, size))
-        model = BigramModel(codes, counts, unigram)
-        truth, position = _flatten(test)
-        generator = torch.Generator().manual_seed(0)
-        chosen = torch.nonzero(mechanism.chosen(truth, position)).flatten()
-        if not len(chosen):
+        held = held_out(mechanism, public, candidates)
+        if held is None:
             return 1.0
-        uniform = torch.rand(len(chosen), generator=generator, dtype=torch.float64) * 0.999 + 5e-4
-        drawn = truth.clone()
-        drawn[chosen] = mechanism.sample(truth[chosen], uniform)
-        lattice = build_lattice(mechanism, drawn, position, torch.log(unigram), candidates)
         scores = {
-            w: float((decode(lattice, model, torch.log(unigram), w) == truth)[chosen].float().mean())
+            w: float(
+                (decode(held.lattice, held.model, held.log_prior, w) == held.truth)[held.chosen]
+                .float()
+                .mean()
+            )
             for w in WEIGHTS
         }
         return max(WEIGHTS, key=lambda w: (scores[w], w))
 
     return public.derived(f"decoding-weight/{id(mechanism)}", calibrate)
+
+
+@dataclass(frozen=True, eq=False)
+class HeldOut:
+    """Public sentences the attacker substituted with its own draws, to calibrate a decoder on: their
+    truth and lattice, which occurrences were substituted, and a bigram model of the other sentences."""
+
+    truth: torch.Tensor
+    position: torch.Tensor
+    chosen: torch.Tensor
+    lattice: Lattice
+    model: BigramModel
+    log_prior: torch.Tensor
+
+
+def held_out(mechanism: Mechanism, public: Any, candidates: int) -> HeldOut | None:
+    """The last fifth of the public sentences (at most CALIBRATION), substituted with the attacker's own
+    draws (seeded: the same every time); None with too few sentences or nothing substituted. Kept per
+    mechanism."""
+
+    def make() -> HeldOut | None:
+        sentences = list(public.token_ids or [])
+        held = min(int(len(sentences) * HELD_OUT), CALIBRATION)
+        if held < 10:
+            return None
+        train, test = sentences[:-held], sentences[-held:]
+        size = public.vocab_size
+        codes, counts = bigram_counts(train, size)
+        unigram = _unigram(token_counts(train, size))
+        truth, position = _flatten(test)
+        generator = torch.Generator().manual_seed(0)
+        chosen = torch.nonzero(mechanism.chosen(truth, position)).flatten()
+        if not len(chosen):
+            return None
+        uniform = torch.rand(len(chosen), generator=generator, dtype=torch.float64) * 0.999 + 5e-4
+        drawn = truth.clone()
+        drawn[chosen] = mechanism.sample(truth[chosen], uniform)
+        lattice = build_lattice(mechanism, drawn, position, torch.log(unigram), candidates)
+        return HeldOut(
+            truth, position, chosen, lattice, BigramModel(codes, counts, unigram), torch.log(unigram)
+        )
+
+    return public.derived(f"decoding-held-out/{id(mechanism)}/{candidates}", make)
 
 
 def _flatten(sequences) -> tuple[torch.Tensor, torch.Tensor]:
@@ -242,6 +305,14 @@ def decode(
 ) -> torch.Tensor:
     """Forward-backward over the lattice, the language model's log-probabilities times ``weight``; the
     most probable token of every occurrence."""
+    return best_of(lattice, node_scores(lattice, model, log_prior, weight))
+
+
+def node_scores(
+    lattice: Lattice, model: BigramModel, log_prior: torch.Tensor, weight: float = 1.0
+) -> torch.Tensor:
+    """Every node's log posterior (up to a per-sentence constant) by forward-backward, the language
+    model's log-probabilities times ``weight``."""
     nodes = len(lattice.token)
     alpha = torch.full((nodes,), -torch.inf, dtype=torch.float64)
     beta = torch.zeros(nodes, dtype=torch.float64)
@@ -264,10 +335,15 @@ def decode(
         src, dst, transition = step(p)
         summed = _scatter_logsumexp(transition + lattice.emission[dst] + beta[dst], src, nodes)
         beta[src] = summed[src]
-    posterior = alpha + beta
-    best = torch.full((len(lattice.position),), -torch.inf, dtype=torch.float64)
-    best = best.scatter_reduce(0, lattice.occurrence, posterior, "amax")
-    winner = torch.nonzero(posterior >= best[lattice.occurrence]).flatten()
-    choice = torch.full((len(lattice.position),), -1, dtype=torch.long)
+    return alpha + beta
+
+
+def best_of(lattice: Lattice, scores: torch.Tensor) -> torch.Tensor:
+    """Every occurrence's token with the highest node score (the last of equals)."""
+    occurrences = len(lattice.position)
+    best = torch.full((occurrences,), -torch.inf, dtype=torch.float64)
+    best = best.scatter_reduce(0, lattice.occurrence, scores, "amax")
+    winner = torch.nonzero(scores >= best[lattice.occurrence]).flatten()
+    choice = torch.full((occurrences,), -1, dtype=torch.long)
     choice.scatter_reduce_(0, lattice.occurrence[winner], winner, "amax", include_self=True)
     return lattice.token[choice]

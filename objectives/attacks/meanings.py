@@ -14,6 +14,7 @@ MEANINGS = {
     "relational": "estimates the secret linear map from how rows relate to each other",
     "function": "reads each uploaded id through the model the cloud trained",
     "decoding": "decodes substituted text with the known mechanism and public word pairs",
+    "decoding_lm": "re-reads the decoded substituted text with the public language model",
 }
 INFORMED = "by an attacker who holds the key's fixed parts, not its permutation or random draws (the bound)"
 STAGES = {

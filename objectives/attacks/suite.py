@@ -17,6 +17,7 @@ from objectives.attacks.frequency import FrequencyAttack
 from objectives.attacks.function import FunctionAttack
 from objectives.attacks.grouping import GroupedAttack
 from objectives.attacks.joint import JointDecodingAttack
+from objectives.attacks.lm_decoding import LanguageModelDecodingAttack, is_causal_lm
 from objectives.attacks.mixing import ClusterMatchingAttack
 from objectives.attacks.nearest import NearestNeighbourAttack, PosteriorAttack
 from objectives.attacks.relational import RelationalAttack
@@ -56,6 +57,7 @@ def informed_attacks(
     substituted: bool = False,
     mixed: bool = False,
     copies_known: bool = False,
+    language_model: bool = False,
 ) -> list[Attack]:
     """The attacks run on the informed view (the key's invertible operators undone, mixed rows compared
     with the noiseless mixed public rows): every attack that reads rows. Attacks that estimate the map
@@ -68,17 +70,26 @@ def informed_attacks(
     clusters = [ClusterMatchingAttack()] if mixed and public_text and not homophonic else []
     known = homophonic and copies_known
     estimated = _grouped(matching, text) if homophonic and not known else []
-    return matching + clusters + estimated + key_attacks(public_text, substituted, known, mixed)
+    return (
+        matching + clusters + estimated + key_attacks(public_text, substituted, known, mixed, language_model)
+    )
 
 
 def key_attacks(
-    public_text: bool, substituted: bool, copies_known: bool, mixed: bool = False
+    public_text: bool,
+    substituted: bool,
+    copies_known: bool,
+    mixed: bool = False,
+    language_model: bool = False,
 ) -> list[Attack]:
     """The informed attacks that need what the key fixes beyond its invertible operators, so the suite
-    never runs them: the decoding of substituted text (which needs public text), and for a homophonic
-    key every attack on its copy groups as the key draws them (each group's copies merged: summed
-    counts, averaged rows, one id per token in the stream, which a 1:1 attack then reads)."""
+    never runs them: the decoding of substituted text (which needs public text; re-read with the public
+    causal LM where the target is one, ``language_model``), and for a homophonic key every attack on its
+    copy groups as the key draws them (each group's copies merged: summed counts, averaged rows, one id
+    per token in the stream, which a 1:1 attack then reads)."""
     decoding: list[Attack] = [DecodingAttack()] if public_text and substituted else []
+    if decoding and language_model:
+        decoding.append(LanguageModelDecodingAttack())
     if not copies_known:
         return decoding
     text = [FrequencyAttack(), ContextAttack()] if public_text else []
@@ -109,7 +120,7 @@ def suite_for(view: CloudView, public: PublicKnowledge, informed: bool = False) 
     text, homophonic = bool(public.prior.sum() > 0), view.vocab_size > public.vocab_size
     if informed:
         substituted, mixed, known = (v is not None for v in (view.mechanism, view.mixing, view.copies))
-        return informed_attacks(text, homophonic, substituted, mixed, known)
+        return informed_attacks(text, homophonic, substituted, mixed, known, is_causal_lm(public.model))
     return default_attacks(text, homophonic, view.model is not None and public.model is not None)
 
 
