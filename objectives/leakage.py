@@ -18,12 +18,10 @@ from torch import nn
 
 from objectives.attacks.decipherment import ContextAttack
 from objectives.attacks.frequency import FrequencyAttack
-from objectives.attacks.lm_decoding import is_causal_lm
 from objectives.attacks.scoring import Occurrences, Recovery
 from objectives.attacks.suite import (
     Attack,
     LeakageReport,
-    key_attacks,
     occurrences_of,
     run_attacks,
     suite_for,
@@ -444,11 +442,11 @@ def _measure_rows(
         known = informed_public(public, key)
         informed = run_attacks(informed_rows, known, truth, advance=advance, informed=True, device=device)
     else:
-        informed = same_as_suite(suite, informed_rows, public, advance)
-        homophonic = informed_rows.vocab_size > public.vocab_size
-        text = bool(public.prior.sum() > 0)
-        known = homophonic and informed_rows.copies is not None
-        extra = key_attacks(text, mechanism is not None, known, language_model=is_causal_lm(public.model))
+        # the informed view holds the upload's own rows: the attacks the suite ran are not run again; the
+        # rest need the key's fixed parts (decoding, the known copy groups)
+        wanted = suite_for(informed_rows, public, informed=True)
+        informed = same_as_suite(suite, wanted, advance)
+        extra = [attack for attack in wanted if attack.name not in suite.scores]
         if extra:
             added = run_attacks(informed_rows, public, truth, extra, advance=advance, device=device)
             informed = LeakageReport({**informed.scores, **added.scores}, informed.occurrences)
@@ -468,16 +466,11 @@ def with_output(rows: LeakageReport, output: LeakageReport) -> LeakageReport:
 
 
 def same_as_suite(
-    attacks: LeakageReport,
-    informed: CloudView,
-    public: PublicKnowledge,
-    advance: Callable[[str], None] | None,
+    attacks: LeakageReport, wanted: Sequence[Attack], advance: Callable[[str], None] | None
 ) -> LeakageReport:
-    """The informed report of a key without invertible operators: its informed view holds the upload's
-    own rows, so the informed attacks the suite also runs are the suite's own runs of them (not
-    repeated; their time counted once). The attacks that need the key
-    (:func:`~objectives.attacks.suite.key_attacks`) are the caller's to run."""
-    wanted = suite_for(informed, public, informed=True)
+    """The informed report of a key without invertible operators: of the informed attacks ``wanted``,
+    those the suite also ran on the same rows are the suite's own runs (not repeated; their time counted
+    once). The others, which need the key's fixed parts, are the caller's to run."""
     names = [attack.name for attack in wanted if attack.name in attacks.scores]
     scores = {name: replace(attacks.scores[name], seconds=0.0, note="nothing to undo") for name in names}
     if advance:

@@ -161,7 +161,7 @@ def test_the_lm_scores_of_substituted_occurrences_are_the_public_models_own(toke
     lattice = Lattice(
         token, torch.zeros(len(token), dtype=torch.float64), occurrence, offsets, position, last
     )
-    scores = lm_log_probs(model, reading, position, lattice, torch.device("cpu"))
+    scores = lm_log_probs(model, reading, lattice, torch.device("cpu"))
     with torch.no_grad():
         first = torch.log_softmax(model(input_ids=reading[None, :5]).logits[0].double(), -1)
         second = torch.log_softmax(model(input_ids=reading[None, 5:]).logits[0].double(), -1)

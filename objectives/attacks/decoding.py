@@ -90,13 +90,12 @@ CALIBRATION = 400
 
 @dataclass(frozen=True, eq=False)
 class Reading:
-    """The decoder's reading of a substituted upload: the flat stream's lattice and positions, each
-    occurrence's decoded token, the last pass's node posteriors and the calibrated weight (what a second
-    reader, such as :mod:`objectives.attacks.lm_decoding`, starts from)."""
+    """The decoder's reading of a substituted upload: the flat stream's lattice (positions included),
+    each occurrence's observed and decoded token, the last pass's node posteriors and the calibrated
+    weight (what a second reader, such as :mod:`objectives.attacks.lm_decoding`, starts from)."""
 
     lattice: Lattice
     observed: torch.Tensor
-    position: torch.Tensor
     guess: torch.Tensor
     scores: torch.Tensor  # the last pass's node posteriors (node_scores)
     weight: float
@@ -158,7 +157,7 @@ class DecodingAttack:
             model = BigramModel(public.codes, public.counts, prior, public.alpha).with_counts(
                 pairs, self.feedback * tally.to(torch.float64)
             )
-        return Reading(lattice, observed, position, guess, scores, weight)
+        return Reading(lattice, observed, guess, scores, weight)
 
 
 def calibrated_weight(mechanism: Mechanism, public: Any, candidates: int) -> float:
@@ -170,14 +169,7 @@ def calibrated_weight(mechanism: Mechanism, public: Any, candidates: int) -> flo
         held = held_out(mechanism, public, candidates)
         if held is None:
             return 1.0
-        scores = {
-            w: float(
-                (decode(held.lattice, held.model, held.log_prior, w) == held.truth)[held.chosen]
-                .float()
-                .mean()
-            )
-            for w in WEIGHTS
-        }
+        scores = {w: held.recovered(decode(held.lattice, held.model, held.log_prior, w)) for w in WEIGHTS}
         return max(WEIGHTS, key=lambda w: (scores[w], w))
 
     return public.derived(f"decoding-weight/{id(mechanism)}", calibrate)
@@ -189,11 +181,14 @@ class HeldOut:
     truth and lattice, which occurrences were substituted, and a bigram model of the other sentences."""
 
     truth: torch.Tensor
-    position: torch.Tensor
     chosen: torch.Tensor
     lattice: Lattice
     model: BigramModel
     log_prior: torch.Tensor
+
+    def recovered(self, guess: torch.Tensor) -> float:
+        """The share of the substituted occurrences ``guess`` reads right."""
+        return float((guess == self.truth)[self.chosen].float().mean())
 
 
 def held_out(mechanism: Mechanism, public: Any, candidates: int) -> HeldOut | None:
@@ -219,9 +214,7 @@ def held_out(mechanism: Mechanism, public: Any, candidates: int) -> HeldOut | No
         drawn = truth.clone()
         drawn[chosen] = mechanism.sample(truth[chosen], uniform)
         lattice = build_lattice(mechanism, drawn, position, torch.log(unigram), candidates)
-        return HeldOut(
-            truth, position, chosen, lattice, BigramModel(codes, counts, unigram), torch.log(unigram)
-        )
+        return HeldOut(truth, chosen, lattice, BigramModel(codes, counts, unigram), torch.log(unigram))
 
     return public.derived(f"decoding-held-out/{id(mechanism)}/{candidates}", make)
 

@@ -22,6 +22,7 @@ import torch
 
 from objectives.attacks.context import AttackContext, Guess
 from objectives.attacks.decoding import DecodingAttack, Lattice, best_of, held_out, node_scores
+from objectives.tokens import pad_batch
 
 WEIGHTS = (0.1, 0.25, 0.5, 1.0)  # the LM's weights the attacker tries (0: the bigram reading kept)
 PASSES = 2
@@ -55,7 +56,7 @@ class LanguageModelDecodingAttack:
         guess = reading.guess
         if weight > 0:
             for _ in range(self.passes):
-                left = lm_log_probs(model, guess, reading.position, reading.lattice, context.device)
+                left = lm_log_probs(model, guess, reading.lattice, context.device)
                 guess = best_of(reading.lattice, reading.scores + weight * left)
         changed = int((guess != reading.guess).sum())
         note = f"LM weight {weight:g}; {changed} of {len(guess)} occurrences read otherwise than by bigrams"
@@ -73,26 +74,21 @@ class LanguageModelDecodingAttack:
                 return 0.0
             scores = node_scores(held.lattice, held.model, held.log_prior, bigram_weight)
             start = best_of(held.lattice, scores)
-            left = lm_log_probs(model, start, held.position, held.lattice, context.device)
-            found = {0.0: _accuracy(start, held.truth, held.chosen)}
+            left = lm_log_probs(model, start, held.lattice, context.device)
+            found = {0.0: held.recovered(start)}
             for w in WEIGHTS:
-                found[w] = _accuracy(best_of(held.lattice, scores + w * left), held.truth, held.chosen)
+                found[w] = held.recovered(best_of(held.lattice, scores + w * left))
             return max(found, key=lambda w: (found[w], -w))
 
         return context.public.derived(f"decoding-lm-weight/{id(mechanism)}", calibrate)
 
 
-def _accuracy(guess: torch.Tensor, truth: torch.Tensor, chosen: torch.Tensor) -> float:
-    return float((guess == truth)[chosen].float().mean())
-
-
 @torch.no_grad()
-def lm_log_probs(
-    model: Any, guess: torch.Tensor, position: torch.Tensor, lattice: Lattice, device: torch.device
-) -> torch.Tensor:
+def lm_log_probs(model: Any, guess: torch.Tensor, lattice: Lattice, device: torch.device) -> torch.Tensor:
     """log P_LM(node's token | the current reading of its sentence before it), per lattice node; 0 for
     the nodes of occurrences with a single candidate (nothing to choose) and at a sentence's start."""
     scores = torch.zeros(len(lattice.token), dtype=torch.float64)
+    position = lattice.position
     multi = lattice.sizes[lattice.occurrence] > 1
     starts = torch.nonzero(position == 0).flatten()
     ends = torch.cat([starts[1:], torch.tensor([len(guess)])])
@@ -109,12 +105,8 @@ def lm_log_probs(
         nodes = torch.nonzero(wanted & (node_sentence >= first) & (node_sentence < last)).flatten()
         if not len(nodes):
             continue
-        lengths = (ends[first:last] - starts[first:last]).tolist()
-        ids = torch.zeros(last - first, max(lengths), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, (start, length) in enumerate(zip(starts[first:last].tolist(), lengths, strict=True)):
-            ids[row, :length] = guess[start : start + length]
-            mask[row, :length] = 1
+        sentences = [guess[a:b].tolist() for a, b in zip(starts[first:last], ends[first:last], strict=True)]
+        ids, mask = pad_batch(sentences, 0)  # padding is masked, and no position reads past its sentence
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         normaliser = torch.logsumexp(logits, dim=-1)
         rows = (node_sentence[nodes] - first).to(device)
