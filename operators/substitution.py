@@ -106,14 +106,14 @@ class Groups:
     ``members[offsets[g] : offsets[g + 1]]`` (ascending ids), the only possible outputs. ``input_of[i]``
     is the group token i is drawn in when it is substituted: its own, or for a kept token (substituted
     only with its word) the group of its nearest member of its kind; -1 for tokens never substituted.
-    ``substituted[i]``: token i is substituted wherever it occurs (the members, except under ``kept``,
+    ``substitutable[i]``: token i is substituted wherever it occurs (the members, except under ``kept``,
     whose members are kept tokens and whose inputs are the rare ones)."""
 
     group_of: torch.Tensor
     offsets: torch.Tensor
     members: torch.Tensor
     input_of: torch.Tensor
-    substituted: torch.Tensor
+    substitutable: torch.Tensor
 
     @property
     def count(self) -> int:
@@ -121,10 +121,6 @@ class Groups:
 
     def members_of(self, group: int) -> torch.Tensor:
         return self.members[int(self.offsets[group]) : int(self.offsets[group + 1])]
-
-    @property
-    def substitutable(self) -> torch.Tensor:
-        return self.substituted
 
     @property
     def outputs(self) -> torch.Tensor:
@@ -135,7 +131,7 @@ class Groups:
         """Per id: drawn in a group whose members are kept tokens (``kept`` candidates' word groups)."""
         kept_group = torch.zeros(self.count + 1, dtype=torch.bool)  # the last entry: no group
         for group in range(self.count):
-            kept_group[group] = not bool(self.substituted[self.members_of(group)].any())
+            kept_group[group] = not bool(self.substitutable[self.members_of(group)].any())
         return kept_group[self.input_of]
 
     def sizes(self) -> torch.Tensor:
